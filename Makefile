@@ -1,0 +1,41 @@
+# Every target the README shows. Each one sets up what it needs on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps test test-core demo lint format clean
+
+# Debian packages: Chromium for the browser tool, bubblewrap for the python sandbox.
+system-deps:
+	@if ! command -v bwrap >/dev/null || ! test -x /usr/lib/chromium/chromium; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium bubblewrap >/dev/null; \
+	  else echo "need root (or sudo) to apt-get install chromium bubblewrap" >&2; exit 1; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,browser]'
+	touch $@
+
+setup: system-deps $(STAMP)
+
+test-core: setup
+	$(BIN)/python -m pytest -m "not vllm"
+
+test: test-core
+
+demo: setup
+	$(BIN)/python -m harmony_agent.demo
+
+lint: setup
+	$(BIN)/ruff check agent tools engine tests examples bench
+	$(BIN)/ruff format --check agent tools engine tests examples bench
+
+format: setup
+	$(BIN)/ruff format agent tools engine tests examples bench
+	$(BIN)/ruff check --fix agent tools engine tests examples bench
+
+clean:
+	rm -rf $(VENV) .venv-vllm .pytest_cache build *.egg-info

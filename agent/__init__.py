@@ -1,0 +1,1 @@
+"""harmony-agent: an agent runtime for gpt-oss."""

@@ -1,0 +1,138 @@
+"""Every error harmony-agent raises or reports, in one hierarchy.
+
+Two families. Errors the **model** sees are never raised out of a run: they become the text of
+a tool message and the run goes on (within ``Agent(max_tool_errors=...)``). Errors the
+**caller** sees end the run and are raised from ``Agent.run`` (and reported as an
+``ErrorEvent`` by ``Agent.stream`` before it raises).
+
+    HarmonyAgentError
+    ├── ToolError                       model-visible: becomes a tool message
+    │   ├── UnknownToolError            recipient names no declared tool
+    │   ├── ToolArgumentsError          arguments are not JSON, or violate the schema
+    │   ├── ToolExecutionError          the tool raised
+    │   ├── ToolTimeoutError            the tool ran past its timeout
+    │   └── ToolPolicyError             a tool refused on policy (a blocked URL, ...)
+    └── RunError                        caller-visible: ends the run
+        ├── ConfigurationError          bad settings, missing optional dependency
+        │   └── EncodingUnavailableError   the Harmony vocabulary cannot be loaded
+        ├── EngineError                 the engine failed
+        │   ├── EngineUnavailableError  unreachable, refused, not installed, no device
+        │   ├── EngineRequestError      the engine rejected the request (4xx, bad model)
+        │   ├── EngineTimeoutError      no first token / stalled between tokens
+        │   └── ScriptExhaustedError    a ScriptedEngine ran out of replies
+        ├── MaxTurnsError               the model kept calling tools past max_turns
+        ├── ToolErrorBudgetError        too many tool errors in a row
+        ├── ContextOverflowError        the prompt no longer fits the context window
+        └── OutputTruncatedError        a turn hit max_tokens before any answer
+
+Third-party exceptions (httpx, vllm, playwright, openai_harmony) are mapped to these at the
+adapter that calls them, so callers only ever need ``except HarmonyAgentError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "ContextOverflowError",
+    "EncodingUnavailableError",
+    "EngineError",
+    "EngineRequestError",
+    "EngineTimeoutError",
+    "EngineUnavailableError",
+    "HarmonyAgentError",
+    "MaxTurnsError",
+    "OutputTruncatedError",
+    "RunError",
+    "ScriptExhaustedError",
+    "ToolArgumentsError",
+    "ToolError",
+    "ToolErrorBudgetError",
+    "ToolExecutionError",
+    "ToolPolicyError",
+    "ToolTimeoutError",
+    "UnknownToolError",
+]
+
+
+class HarmonyAgentError(Exception):
+    """Base of every error this package raises."""
+
+
+# --- errors the model sees -------------------------------------------------------------------
+
+
+class ToolError(HarmonyAgentError):
+    """A tool call failed; the message is what the model reads in the tool message."""
+
+    kind = "tool_error"
+
+
+class UnknownToolError(ToolError):
+    kind = "unknown_tool"
+
+
+class ToolArgumentsError(ToolError):
+    kind = "invalid_arguments"
+
+
+class ToolExecutionError(ToolError):
+    kind = "tool_failed"
+
+
+class ToolTimeoutError(ToolError):
+    kind = "timeout"
+
+
+class ToolPolicyError(ToolError):
+    kind = "blocked"
+
+
+# --- errors the caller sees ------------------------------------------------------------------
+
+
+class RunError(HarmonyAgentError):
+    """The run cannot go on."""
+
+
+class ConfigurationError(RunError):
+    """Settings are wrong or an optional part is missing."""
+
+
+class EncodingUnavailableError(ConfigurationError):
+    """The Harmony (o200k) vocabulary could not be loaded."""
+
+
+class EngineError(RunError):
+    """The inference engine failed."""
+
+
+class EngineUnavailableError(EngineError):
+    """The engine cannot be reached or started."""
+
+
+class EngineRequestError(EngineError):
+    """The engine rejected the request."""
+
+
+class EngineTimeoutError(EngineError):
+    """The engine did not answer in time."""
+
+
+class ScriptExhaustedError(EngineError):
+    """A ScriptedEngine was asked for more replies than it was given."""
+
+
+class MaxTurnsError(RunError):
+    """The run reached max_turns without a final answer."""
+
+
+class ToolErrorBudgetError(RunError):
+    """Tool calls failed too many times in a row."""
+
+
+class ContextOverflowError(RunError):
+    """The next prompt does not fit the model's context window."""
+
+
+class OutputTruncatedError(RunError):
+    """A turn stopped on max_tokens before producing an answer or a complete tool call."""

@@ -1,0 +1,270 @@
+"""The Tool contract: one async method; the base class does the shared work.
+
+A :class:`Tool` has a recipient (``functions.add``, ``browser.open``, ``python``), a
+description and a JSON schema for its arguments (``None`` for free-text input such as Python
+code). Subclasses implement :meth:`Tool.call`. The base class parses and validates the
+arguments (jsonschema), applies the timeout, and turns every failure into a
+:class:`ToolResult` whose text the model reads — a tool never crashes the run.
+
+A :class:`Toolset` groups tools that share a namespace and per-run state (the browser, the
+Python sandbox) and says how the namespace is declared in the system message.
+
+Example — a tool written by hand::
+
+    import anyio
+    from harmony_agent.tools import RunContext, Tool
+
+    class Shout(Tool):
+        name = "shout"
+        description = "Upper-cases a text."
+        parameters = {"type": "object", "properties": {"text": {"type": "string"}},
+                      "required": ["text"]}
+
+        async def call(self, arguments, ctx):
+            return arguments["text"].upper()
+
+    async def main():
+        async with RunContext.open() as ctx:
+            ok = await Shout().invoke('{"text": "hi"}', ctx)
+            bad = await Shout().invoke('{"txt": "hi"}', ctx)
+        assert ok.text == "HI" and ok.ok
+        assert not bad.ok and "'text' is a required property" in bad.text
+
+    anyio.run(main)
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import jsonschema
+import pydantic
+import pydantic_core
+
+from harmony_agent.errors import (
+    ToolArgumentsError,
+    ToolError,
+    ToolExecutionError,
+    ToolTimeoutError,
+)
+
+__all__ = ["RunContext", "Tool", "ToolResult", "Toolset", "serialize_output"]
+
+T = TypeVar("T")
+
+#: Tool output longer than this is cut (head and tail kept) before the model sees it.
+DEFAULT_MAX_OUTPUT_CHARS = 60_000
+
+
+@dataclass
+class RunContext:
+    """Per-run state handed to every tool call.
+
+    ``files_dir`` is where tools put files for the host program (screenshots, plots).
+    ``deps`` is whatever the caller passed to ``Agent.run(..., deps=...)``. Toolsets keep
+    per-run resources (a browser context, a sandbox session) with :meth:`resource`; they are
+    closed when the run ends or is cancelled.
+    """
+
+    run_id: str
+    files_dir: Path
+    deps: Any = None
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
+    _resources: dict[str, Any] = field(default_factory=dict, repr=False)
+    _locks: dict[str, anyio.Lock] = field(default_factory=dict, repr=False)
+    _notices: list[str] = field(default_factory=list, repr=False)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, *, run_id: str | None = None, files_dir: Path | None = None, deps: Any = None
+    ) -> AsyncIterator[RunContext]:
+        """A context whose resources are closed on exit (the agent opens one per run)."""
+        run_id = run_id or uuid.uuid4().hex[:12]
+        with contextlib.ExitStack() as tmp:
+            if files_dir is None:
+                files_dir = Path(tmp.enter_context(tempfile.TemporaryDirectory(prefix="ha-run-")))
+            files_dir.mkdir(parents=True, exist_ok=True)
+            ctx = cls(run_id=run_id, files_dir=files_dir, deps=deps)
+            try:
+                yield ctx
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await ctx._stack.aclose()
+
+    async def resource(self, key: str, factory: Callable[[], AbstractAsyncContextManager[T]]) -> T:
+        """The run's resource ``key``, entered from ``factory()`` on first use."""
+        if key in self._resources:
+            return self._resources[key]
+        lock = self._locks.setdefault(key, anyio.Lock())
+        async with lock:
+            if key not in self._resources:
+                self._resources[key] = await self._stack.enter_async_context(factory())
+        return self._resources[key]
+
+    async def drop_resource(self, key: str) -> None:
+        """Forget ``key`` so the next :meth:`resource` call makes a new one (after a crash).
+
+        The old resource is still closed when the run ends.
+        """
+        self._resources.pop(key, None)
+
+    def notice(self, message: str) -> None:
+        """Report something the user should know (weaker isolation, a restart) as a warning event."""
+        self._notices.append(message)
+
+    def take_notices(self) -> list[str]:
+        notices, self._notices = self._notices, []
+        return notices
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool call produced: the text the model reads, and whether it was an error."""
+
+    text: str
+    ok: bool = True
+    error_kind: str | None = None
+    duration_s: float = 0.0
+    value: Any = None
+
+
+def serialize_output(value: Any) -> str:
+    """Text for the model: strings as they are, pydantic models and JSON-able values as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump_json()
+    try:
+        return pydantic_core.to_json(value).decode()
+    except pydantic_core.PydanticSerializationError:
+        return str(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n…[{cut} characters cut]…\n{text[-tail:]}"
+
+
+class Tool(abc.ABC):
+    """One thing the model can call. Subclasses set the class attributes and implement :meth:`call`.
+
+    ``namespace`` is ``"functions"`` for developer functions (declared in the developer
+    message); built-in tools use their own namespace and belong to a :class:`Toolset`.
+    ``parameters`` is the JSON schema of the arguments object, or ``None`` when the tool takes
+    the message text as is (the python tool). ``timeout`` is in seconds (``None``: no limit).
+    """
+
+    namespace: str = "functions"
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    timeout: float | None = 60.0
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+
+    @property
+    def recipient(self) -> str:
+        """The ``to=`` value the model writes to call this tool."""
+        return self.name if self.name == self.namespace else f"{self.namespace}.{self.name}"
+
+    @abc.abstractmethod
+    async def call(self, arguments: Any, ctx: RunContext) -> Any:
+        """Do the work. ``arguments`` is the validated dict (or the raw text); return text or JSON-able."""
+
+    def normalize_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Hook to accept known aliases before validation (e.g. ``url`` for ``id``)."""
+        return arguments
+
+    def parse_arguments(self, raw: str) -> Any:
+        """Raw message content → validated arguments, or :class:`ToolArgumentsError`."""
+        if self.parameters is None:
+            return raw
+        text = raw.strip()
+        if not text:
+            arguments: Any = {}
+        else:
+            try:
+                arguments = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ToolArgumentsError(
+                    f"arguments for {self.recipient} are not valid JSON ({exc.msg} at line "
+                    f"{exc.lineno} column {exc.colno}). Send one JSON object that matches the "
+                    f"tool's parameters."
+                ) from None
+        if not isinstance(arguments, dict):
+            raise ToolArgumentsError(
+                f"arguments for {self.recipient} must be a JSON object, got "
+                f"{type(arguments).__name__}. Send an object such as {{\"name\": value}}."
+            )
+        arguments = self.normalize_arguments(arguments)
+        errors = sorted(
+            jsonschema.Draft202012Validator(self.parameters).iter_errors(arguments),
+            key=lambda e: list(e.absolute_path),
+        )
+        if errors:
+            lines = []
+            for err in errors[:5]:
+                where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+                lines.append(f"- at {where}: {err.message}")
+            raise ToolArgumentsError(
+                f"arguments for {self.recipient} do not match its schema:\n"
+                + "\n".join(lines)
+                + "\nFix these and call the tool again."
+            )
+        return arguments
+
+    async def invoke(self, raw: str, ctx: RunContext) -> ToolResult:
+        """Parse, validate, run with the timeout; every failure becomes an error result."""
+        start = time.perf_counter()
+        try:
+            arguments = self.parse_arguments(raw)
+            if self.timeout is None:
+                value = await self.call(arguments, ctx)
+            else:
+                with anyio.fail_after(self.timeout):
+                    value = await self.call(arguments, ctx)
+            text = _clip(serialize_output(value), self.max_output_chars)
+            return ToolResult(text, True, None, time.perf_counter() - start, value)
+        except ToolError as exc:
+            return ToolResult(str(exc), False, exc.kind, time.perf_counter() - start)
+        except TimeoutError:
+            err = ToolTimeoutError(
+                f"{self.recipient} timed out after {self.timeout:g} s and was stopped. "
+                "Try a smaller request or a different approach."
+            )
+            return ToolResult(str(err), False, err.kind, time.perf_counter() - start)
+        except Exception as exc:  # the tool's own bug must not end the run
+            err = ToolExecutionError(f"{self.recipient} failed: {type(exc).__name__}: {exc}")
+            return ToolResult(str(err), False, err.kind, time.perf_counter() - start)
+
+
+class Toolset(abc.ABC):
+    """Tools sharing a namespace (and usually per-run state), e.g. the browser.
+
+    :meth:`system_namespaces` lists the ``ToolNamespaceConfig`` declared in the system message
+    (built-in tools the model was trained on); tools in the ``functions`` namespace are
+    declared in the developer message like any function.
+    """
+
+    @abc.abstractmethod
+    def tools(self) -> Sequence[Tool]:
+        """Every tool of the set."""
+
+    def system_namespaces(self) -> Sequence[Any]:
+        """``openai_harmony.ToolNamespaceConfig`` objects for the system message."""
+        return ()
