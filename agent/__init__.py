@@ -1,1 +1,44 @@
-"""harmony-agent: an agent runtime for gpt-oss."""
+"""harmony-agent: an agent runtime for gpt-oss that speaks Harmony token for token.
+
+Example::
+
+    from harmony_agent import Agent, tool
+    from harmony_agent.engine import ScriptedEngine
+
+    @tool
+    def add(a: int, b: int) -> int:
+        "Add two integers."
+        return a + b
+
+    agent = Agent(tools=[add], engine=ScriptedEngine([
+        '<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":2,"b":3}<|call|>',
+        "<|channel|>final<|message|>5<|return|>",
+    ]))
+    assert agent.run_sync("2+3?").final_text == "5"
+"""
+
+from . import errors, events
+from .agent import Agent
+from .errors import HarmonyAgentError
+from .events import Event
+from .result import RunResult, RunUsage, ToolCallRecord
+from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "Event",
+    "FunctionTool",
+    "HarmonyAgentError",
+    "RunContext",
+    "RunResult",
+    "RunUsage",
+    "Tool",
+    "ToolCallRecord",
+    "Toolset",
+    "__version__",
+    "errors",
+    "events",
+    "tool",
+]

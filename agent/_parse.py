@@ -1,0 +1,165 @@
+"""Streaming parse of one sampled turn, tolerant of the header malformations gpt-oss produces.
+
+Sampled ids go to harmony's ``StreamableParser(strict=False)``. Header tokens (between
+``<|start|>`` — or the turn start — and ``<|message|>``) are held back until ``<|message|>``
+arrives: harmony only parses the header there anyway, and holding them lets us rewrite the
+known malformations into the canonical header first:
+
+* a stray suffix on the channel name (``commentary?``, ``analysis??``)
+* ``<|constrain|> json`` with a space, ``<|constrain|>`` glued to the recipient
+* the recipient before the channel (``assistant to=functions.f<|channel|>commentary``)
+* extra words between the recipient and the content type
+* a doubled ``<|channel|>`` section
+
+The transcript keeps the ids exactly as sampled; only the parse sees the rewrite. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from openai_harmony import HarmonyError, Message, Role, StreamableParser, StreamState
+
+__all__ = ["Delta", "MessageStart", "TurnParser", "normalize_header"]
+
+START, END, MESSAGE, CHANNEL, CONSTRAIN = 200006, 200007, 200008, 200005, 200003
+RETURN, CALL = 200002, 200012
+_ENDS = frozenset({END, RETURN, CALL})
+
+_CHANNEL_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def normalize_header(header: str) -> str:
+    """Canonical form of a header text (the part before ``<|message|>``), or it unchanged.
+
+    ``header`` starts with the role for every message but the turn's first (whose role,
+    ``assistant``, is already in the prompt).
+    """
+    if "<|channel|>" not in header:
+        return header
+    head, _, rest = header.partition("<|channel|>")
+    rest = rest.replace("<|channel|>", " ").replace("<|constrain|>", " <|constrain|> ")
+    head_words = head.replace("<|constrain|>", " <|constrain|> ").split()
+    role = head_words.pop(0) if head_words and not head_words[0].startswith("to=") else ""
+    rest_words = rest.split()
+    channel = ""
+    if rest_words:
+        m = _CHANNEL_WORD.match(rest_words[0])
+        channel = m.group(0) if m else rest_words[0]
+    others = head_words + rest_words[1:]
+    recipient = content_type = None
+    leftovers: list[str] = []
+    i = 0
+    while i < len(others):
+        word = others[i]
+        if word.startswith("to="):
+            recipient = word
+        elif word == "<|constrain|>":
+            nxt = others[i + 1] if i + 1 < len(others) else None
+            if nxt is not None and not nxt.startswith("to="):
+                content_type = "<|constrain|>" + nxt
+                i += 1
+            else:
+                content_type = "<|constrain|>json"
+        else:
+            leftovers.append(word)
+        i += 1
+    if content_type is None and leftovers:
+        content_type = leftovers[-1]
+    out = role + "<|channel|>" + channel
+    if recipient:
+        out += " " + recipient
+    if content_type:
+        out += " " + content_type
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStart:
+    channel: str | None
+    recipient: str | None
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    channel: str | None
+    recipient: str | None
+    text: str
+
+
+class TurnParser:
+    """Feeds one turn's sampled ids to harmony and reports message starts and content deltas."""
+
+    def __init__(self, encoding: Any) -> None:
+        self._enc = encoding
+        self._parser = StreamableParser(encoding, Role.ASSISTANT, strict=False)
+        self._header: list[int] | None = []  # the prompt ends with <|start|>assistant
+        self.error: str | None = None
+
+    @property
+    def messages(self) -> list[Message]:
+        return self._parser.messages
+
+    @property
+    def current(self) -> tuple[str | None, str | None]:
+        return self._parser.current_channel, self._parser.current_recipient
+
+    def _process(self, token: int, out: list[MessageStart | Delta]) -> None:
+        p = self._parser
+        before = p.state
+        p.process(token)
+        if p.state == StreamState.CONTENT:
+            if before != StreamState.CONTENT:
+                out.append(MessageStart(p.current_channel, p.current_recipient, p.current_content_type))
+            delta = p.last_content_delta
+            if delta:
+                out.append(Delta(p.current_channel, p.current_recipient, delta))
+
+    def _flush_header(self, out: list[MessageStart | Delta], fix: bool) -> None:
+        tokens, self._header = self._header or [], None
+        if fix and tokens:
+            raw = self._enc.decode(tokens)
+            fixed = normalize_header(raw)
+            if fixed != raw:
+                tokens = self._enc.encode(fixed, allowed_special="all")
+        for t in tokens:
+            self._process(t, out)
+
+    def feed(self, token: int) -> list[MessageStart | Delta]:
+        """Process one sampled id; returns what became visible."""
+        out: list[MessageStart | Delta] = []
+        if self.error is not None:
+            return out
+        try:
+            if self._header is not None:
+                if token == MESSAGE:
+                    self._flush_header(out, fix=True)
+                    self._process(token, out)
+                elif token in _ENDS:  # no header at all: plain text
+                    self._flush_header(out, fix=False)
+                    self._process(token, out)
+                else:
+                    self._header.append(token)
+                return out
+            self._process(token, out)
+            if token == START:
+                self._header = []
+        except HarmonyError as exc:
+            self.error = str(exc)
+        return out
+
+    def finish_eos(self) -> list[MessageStart | Delta]:
+        """Generation stopped without a stop token (length): close the open message."""
+        out: list[MessageStart | Delta] = []
+        if self.error is not None:
+            return out
+        try:
+            if self._header:
+                self._flush_header(out, fix=False)
+            self._parser.process_eos()
+        except HarmonyError as exc:
+            self.error = str(exc)
+        return out

@@ -1,0 +1,521 @@
+"""The Agent: the token-exact Harmony loop.
+
+    render prompt (ids) → engine samples ids → parse → tool call? → run tool →
+    append tool result ids → sample again … → final answer
+
+Within a run the prompt is append-only: the next prompt is the previous prompt, plus the ids
+the model sampled (stop token included), plus the rendered tool message, plus
+``<|start|>assistant``. Nothing is re-rendered, so the engine's prefix cache always hits and
+the model sees exactly what it wrote.
+
+Example::
+
+    from harmony_agent import Agent, tool
+    from harmony_agent.engine import ScriptedEngine
+
+    @tool
+    def get_weather(city: str) -> dict:
+        "Current weather for a city."
+        return {"city": city, "temp_c": 21}
+
+    agent = Agent(
+        instructions="Answer briefly.",
+        tools=[get_weather],
+        engine=ScriptedEngine([
+            '<|channel|>analysis<|message|>Need the weather.<|end|>'
+            '<|start|>assistant<|channel|>commentary to=functions.get_weather '
+            '<|constrain|>json<|message|>{"city":"Paris"}<|call|>',
+            "<|channel|>final<|message|>21 °C in Paris.<|return|>",
+        ]),
+    )
+    result = agent.run_sync("Weather in Paris?")
+    assert result.final_text == "21 °C in Paris."
+    assert result.tool_calls[0].arguments == {"city": "Paris"}
+    assert result.usage.turns == 2
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import anyio
+from openai_harmony import Message, Role
+
+from harmony_agent.engine.base import Chunk, Engine, GenerationRequest
+from harmony_agent.tools.base import RunContext, Tool, Toolset
+
+from . import _harmony as hm
+from ._encoding import load_encoding
+from ._parse import Delta, MessageStart, TurnParser
+from ._registry import NOT_A_TOOL, ToolRegistry
+from .errors import (
+    ConfigurationError,
+    ContextOverflowError,
+    EngineError,
+    HarmonyAgentError,
+    MaxTurnsError,
+    OutputTruncatedError,
+    ToolErrorBudgetError,
+    UnknownToolError,
+)
+from .events import (
+    ErrorEvent,
+    Event,
+    PreambleDelta,
+    ReasoningDelta,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    ToolCallEvent,
+    ToolCallStarted,
+    ToolResultEvent,
+    TurnFinished,
+    WarningEvent,
+)
+from .result import RunResult, RunUsage, ToolCallRecord
+
+__all__ = ["Agent"]
+
+DEFAULT_CONTEXT_WINDOW = 131_072  # gpt-oss-20b
+
+
+class Agent:
+    """A gpt-oss agent: instructions, tools and an engine.
+
+    Args:
+        instructions: developer instructions (the developer message).
+        tools: ``@tool`` functions, ``Tool`` instances and toolsets (``BrowserTool``, ``PythonTool``).
+        engine: where tokens come from (``VLLMEngine``, ``OpenAICompatibleEngine``, ``ScriptedEngine``).
+        reasoning_effort: ``"low"``, ``"medium"`` or ``"high"`` (system message).
+        max_turns: model turns per run before :class:`MaxTurnsError`.
+        max_tokens_per_turn: sampling limit of one turn (clamped to the context left).
+        max_tool_errors: consecutive failed tool calls before :class:`ToolErrorBudgetError`.
+        temperature, top_p, seed: sampling; ``None`` leaves the engine's default.
+        model_identity, knowledge_cutoff, conversation_start_date: system message fields;
+            the date defaults to today.
+        context_window: tokens the model can attend to (default: the engine's, else 131,072).
+        files_dir: where tools put files (screenshots, sandbox outputs); a temporary
+            directory per run when None.
+    """
+
+    def __init__(
+        self,
+        instructions: str | None = None,
+        *,
+        tools: Sequence[Tool | Toolset] = (),
+        engine: Engine,
+        reasoning_effort: hm.Effort = "medium",
+        max_turns: int = 30,
+        max_tokens_per_turn: int = 8192,
+        max_tool_errors: int = 5,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        model_identity: str | None = None,
+        knowledge_cutoff: str | None = "2024-06",
+        conversation_start_date: str | None = None,
+        context_window: int | None = None,
+        files_dir: str | Path | None = None,
+    ) -> None:
+        if not isinstance(engine, Engine):
+            raise ConfigurationError(
+                f"engine must be an Engine (e.g. ScriptedEngine, VLLMEngine), got {engine!r}"
+            )
+        if reasoning_effort not in ("low", "medium", "high"):
+            raise ConfigurationError(
+                f"reasoning_effort must be 'low', 'medium' or 'high', got {reasoning_effort!r}"
+            )
+        for name, value in (("max_turns", max_turns), ("max_tokens_per_turn", max_tokens_per_turn)):
+            if value < 1:
+                raise ConfigurationError(f"{name} must be at least 1, got {value}")
+        self.instructions = instructions
+        self.engine = engine
+        self.registry = ToolRegistry(tools)
+        self.settings = hm.PromptSettings(
+            reasoning_effort=reasoning_effort,
+            model_identity=model_identity,
+            knowledge_cutoff=knowledge_cutoff,
+            conversation_start_date=conversation_start_date,
+        )
+        self.max_turns = max_turns
+        self.max_tokens_per_turn = max_tokens_per_turn
+        self.max_tool_errors = max_tool_errors
+        self.temperature = temperature
+        self.top_p = top_p
+        self.seed = seed
+        self.context_window = context_window
+        self.files_dir = Path(files_dir) if files_dir is not None else None
+        self.encoding = load_encoding()
+
+    # --- prompts ---------------------------------------------------------------------------
+
+    def initial_messages(self, task: str, history: RunResult | None = None) -> list[Message]:
+        """The conversation the first prompt of a run renders."""
+        user = Message.from_role_and_content(Role.USER, task)
+        if history is not None:
+            return [*hm.drop_stale_analysis(history.messages), user]
+        messages = [hm.build_system_message(self.settings, self.registry.namespaces)]
+        developer = hm.build_developer_message(self.instructions, self.registry.functions)
+        if developer is not None:
+            messages.append(developer)
+        messages.append(user)
+        return messages
+
+    # --- running ---------------------------------------------------------------------------
+
+    def stream(
+        self, task: str, *, history: RunResult | None = None, deps: Any = None
+    ) -> AsyncIterator[Event]:
+        """Run and yield events as they happen; the last is ``RunFinished`` or ``ErrorEvent``.
+
+        Errors that end the run are raised after their ``ErrorEvent``. Close the iterator
+        (``async with contextlib.aclosing(agent.stream(task)) as events``) to stop early; the
+        engine request is aborted and the run's tools are closed.
+        """
+        return _Run(self, task, history, deps).events()
+
+    async def run(
+        self, task: str, *, history: RunResult | None = None, deps: Any = None
+    ) -> RunResult:
+        """Run ``task`` to its final answer.
+
+        ``history``: a previous result to continue the conversation (its analysis before the
+        last final answer is dropped, as the Harmony format prescribes). ``deps`` is handed to
+        tools as ``ctx.deps``.
+        """
+        run = _Run(self, task, history, deps)
+        async with aclosing(run.events()) as events:
+            async for _ in events:
+                pass
+        assert run.result is not None
+        return run.result
+
+    def run_sync(
+        self, task: str, *, history: RunResult | None = None, deps: Any = None
+    ) -> RunResult:
+        """:meth:`run` for synchronous code (starts its own event loop)."""
+        return anyio.run(lambda: self.run(task, history=history, deps=deps))
+
+
+class _Run:
+    """The state of one run. ``events()`` drives it."""
+
+    def __init__(self, agent: Agent, task: str, history: RunResult | None, deps: Any) -> None:
+        self.agent = agent
+        self.task = task
+        self.history = history
+        self.deps = deps
+        self.run_id = uuid.uuid4().hex[:12]
+        self.result: RunResult | None = None
+        self.usage = RunUsage()
+        self.calls: list[ToolCallRecord] = []
+        self.events_seen: list[Event] = []
+        self.messages: list[Message] = []
+        self.turn = -1
+
+    def _emit(self, event: Event) -> Event:
+        self.events_seen.append(event)
+        return event
+
+    async def events(self) -> AsyncIterator[Event]:
+        agent = self.agent
+        try:
+            self.messages = agent.initial_messages(self.task, self.history)
+            prompt = hm.render_prompt(agent.encoding, self.messages)
+            yield self._emit(
+                RunStarted(run_id=self.run_id, task=self.task, tools=tuple(agent.registry.tools))
+            )
+            async with RunContext.open(
+                run_id=self.run_id, files_dir=agent.files_dir, deps=self.deps
+            ) as ctx:
+                async for event in self._loop(prompt, ctx):
+                    yield self._emit(event)
+        except HarmonyAgentError as exc:
+            yield self._emit(
+                ErrorEvent(
+                    run_id=self.run_id, turn=self.turn, error=type(exc).__name__, message=str(exc)
+                )
+            )
+            raise
+
+    def _window(self) -> int:
+        return (
+            self.agent.context_window
+            or getattr(self.agent.engine, "context_window", None)
+            or DEFAULT_CONTEXT_WINDOW
+        )
+
+    async def _sample(
+        self, prompt: list[int], parser: TurnParser, output: list[int]
+    ) -> AsyncIterator[Event | Chunk]:
+        """One engine request; yields content events and, last, the final chunk."""
+        agent = self.agent
+        room = self._window() - len(prompt)
+        if room < 16:
+            raise ContextOverflowError(
+                f"the prompt is {len(prompt)} tokens and the context window {self._window()}: "
+                "no room left to answer. Start a new run, or use fewer/shorter tool outputs."
+            )
+        request = GenerationRequest(
+            prompt_ids=prompt,
+            max_tokens=min(agent.max_tokens_per_turn, room),
+            stop_token_ids=tuple(agent.encoding.stop_tokens_for_assistant_actions()),
+            temperature=agent.temperature,
+            top_p=agent.top_p,
+            seed=agent.seed,
+            session_id=self.run_id,
+            request_id=f"{self.run_id}-{self.turn}",
+        )
+        last: Chunk | None = None
+        try:
+            async with aclosing(agent.engine.generate(request)) as chunks:
+                async for chunk in chunks:
+                    output.extend(chunk.token_ids)
+                    for token in chunk.token_ids:
+                        for item in parser.feed(token):
+                            event = self._visible(item)
+                            if event is not None:
+                                yield event
+                    if chunk.finish_reason is not None:
+                        last = chunk
+                        break
+        except HarmonyAgentError:
+            raise
+        except Exception as exc:  # an engine that did not map its own failure
+            raise EngineError(
+                f"{type(agent.engine).__name__} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if last is None:
+            raise EngineError(
+                f"{type(agent.engine).__name__} ended the stream without a finish reason"
+            )
+        yield last
+
+    def _visible(self, item: MessageStart | Delta) -> Event | None:
+        if isinstance(item, MessageStart):
+            if item.recipient and item.recipient not in NOT_A_TOOL:
+                return ToolCallStarted(
+                    run_id=self.run_id,
+                    turn=self.turn,
+                    call_id=f"{self.run_id}-{len(self.calls)}",
+                    recipient=item.recipient,
+                    channel=item.channel,
+                )
+            return None
+        if item.recipient and item.recipient not in NOT_A_TOOL:
+            return None  # arguments of a call: reported whole in ToolCallEvent
+        kw = {"run_id": self.run_id, "turn": self.turn, "delta": item.text}
+        if item.channel == "analysis":
+            return ReasoningDelta(**kw)
+        if item.channel == "commentary":
+            return PreambleDelta(**kw)
+        return TextDelta(**kw)
+
+    async def _loop(self, prompt: list[int], ctx: RunContext) -> AsyncIterator[Event]:
+        agent = self.agent
+        enc = agent.encoding
+        consecutive_errors = 0
+        for turn in range(agent.max_turns):
+            self.turn = turn
+            parser = TurnParser(enc)
+            output: list[int] = []
+            started = time.perf_counter()
+            last: Chunk | None = None
+            async for item in self._sample(prompt, parser, output):
+                if isinstance(item, Chunk):
+                    last = item
+                else:
+                    yield item
+            assert last is not None
+            if last.finish_reason == "length":
+                parser.finish_eos()
+            usage = last.usage
+            self.usage.turns += 1
+            if usage is not None:
+                self.usage.prompt_tokens += usage.prompt_tokens
+                self.usage.output_tokens += usage.output_tokens
+                if usage.cached_prompt_tokens is not None:
+                    self.usage.cache_reported = True
+                    self.usage.cached_prompt_tokens += usage.cached_prompt_tokens
+            else:
+                self.usage.prompt_tokens += len(prompt)
+                self.usage.output_tokens += len(output)
+            yield TurnFinished(
+                run_id=self.run_id,
+                turn=turn,
+                finish_reason=last.finish_reason or "stop",
+                prompt_tokens=usage.prompt_tokens if usage else len(prompt),
+                output_tokens=usage.output_tokens if usage else len(output),
+                cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
+                duration_s=time.perf_counter() - started,
+                output_ids=tuple(output),
+            )
+            if last.finish_reason == "abort":
+                raise EngineError(
+                    f"the engine aborted the request of turn {turn}; check the engine's logs"
+                )
+            new = list(parser.messages)
+            final_prompt_ids = prompt
+            if parser.error is not None:
+                # Unparseable output: sample the turn again (same prompt, so still a cache hit).
+                consecutive_errors += 1
+                yield WarningEvent(
+                    run_id=self.run_id,
+                    turn=turn,
+                    message=f"unparseable model output, sampling the turn again: {parser.error}",
+                )
+                if consecutive_errors >= agent.max_tool_errors:
+                    raise ToolErrorBudgetError(
+                        f"the model's output could not be parsed {consecutive_errors} times in a "
+                        f"row (last: {parser.error}). Sample with temperature > 0 or check the "
+                        "engine's output."
+                    )
+                continue
+            self.messages.extend(new)
+            call = new[-1] if new else None
+            is_call = (
+                call is not None
+                and call.recipient is not None
+                and call.recipient not in NOT_A_TOOL
+            )
+            if is_call and last.finish_reason != "length":
+                assert call is not None and call.recipient is not None
+                call_id = f"{self.run_id}-{len(self.calls)}"
+                raw = _text(call)
+                tool, arguments = self._resolve(call.recipient, raw)
+                yield ToolCallEvent(
+                    run_id=self.run_id,
+                    turn=turn,
+                    call_id=call_id,
+                    recipient=call.recipient,
+                    tool=tool.recipient if isinstance(tool, Tool) else None,
+                    channel=call.channel,
+                    raw_arguments=raw,
+                    arguments=arguments,
+                )
+                record = await self._invoke(call_id, call, raw, arguments, tool, ctx)
+                self.calls.append(record)
+                yield ToolResultEvent(
+                    run_id=self.run_id,
+                    turn=turn,
+                    call_id=call_id,
+                    recipient=record.recipient,
+                    ok=record.ok,
+                    output=record.output,
+                    error_kind=record.error_kind,
+                    duration_s=record.duration_s,
+                )
+                for message in ctx.take_notices():
+                    yield WarningEvent(run_id=self.run_id, turn=turn, message=message)
+                consecutive_errors = 0 if record.ok else consecutive_errors + 1
+                if consecutive_errors >= agent.max_tool_errors:
+                    raise ToolErrorBudgetError(
+                        f"{consecutive_errors} tool calls failed in a row (last: "
+                        f"{record.recipient}: {record.output[:300]}). The model is stuck; check "
+                        f"the tool descriptions or raise max_tool_errors."
+                    )
+                result_msg = hm.tool_result_message(
+                    record.name or record.recipient, call.channel, record.output
+                )
+                self.messages.append(result_msg)
+                prompt = [*prompt, *output, *hm.render_tool_result(enc, result_msg)]
+                continue
+            # No tool call: this turn ends the run.
+            text, warning = self._final_text(new, last)
+            if warning:
+                yield WarningEvent(run_id=self.run_id, turn=turn, message=warning)
+            self.result = RunResult(
+                run_id=self.run_id,
+                final_text=text,
+                tool_calls=self.calls,
+                usage=self.usage,
+                events=self.events_seen,
+                messages=self.messages,
+                prompt_ids=final_prompt_ids,
+                token_ids=[*final_prompt_ids, *output],
+                finish_reason=last.finish_reason or "stop",
+                truncated=last.finish_reason == "length",
+            )
+            yield RunFinished(
+                run_id=self.run_id,
+                turn=turn,
+                final_text=text,
+                turns=self.usage.turns,
+                prompt_tokens=self.usage.prompt_tokens,
+                cached_prompt_tokens=self.usage.cached_prompt_tokens,
+                output_tokens=self.usage.output_tokens,
+            )
+            return
+        raise MaxTurnsError(
+            f"no final answer after {agent.max_turns} turns ({len(self.calls)} tool calls). "
+            "Raise max_turns, or make the task or the tools' descriptions clearer."
+        )
+
+    def _final_text(self, new: list[Message], last: Chunk) -> tuple[str, str | None]:
+        finals = [_text(m) for m in new if m.channel == "final"]
+        if last.finish_reason == "length":
+            if finals:
+                return "".join(finals), (
+                    f"the answer was cut at max_tokens_per_turn={self.agent.max_tokens_per_turn}"
+                )
+            what = "a tool call" if new and new[-1].recipient else "its reasoning"
+            raise OutputTruncatedError(
+                f"turn {self.turn} hit max_tokens_per_turn={self.agent.max_tokens_per_turn} "
+                f"while the model was writing {what}, before any answer. Raise "
+                "max_tokens_per_turn or lower reasoning_effort."
+            )
+        if finals:
+            return "".join(finals), None
+        if new and new[-1].channel is None:
+            return _text(new[-1]), "the model answered without a Harmony header; kept as the answer"
+        if new:
+            return _text(new[-1]), (
+                f"the model stopped without a final-channel message (last channel: "
+                f"{new[-1].channel}); its last message is kept as the answer"
+            )
+        return "", "the model stopped without writing anything"
+
+    def _resolve(self, recipient: str, raw: str) -> tuple[Tool | UnknownToolError, Any]:
+        try:
+            tool = self.agent.registry.resolve(recipient)
+        except UnknownToolError as exc:
+            return exc, _maybe_json(raw)
+        return tool, (raw if tool.parameters is None else _maybe_json(raw))
+
+    async def _invoke(
+        self,
+        call_id: str,
+        call: Message,
+        raw: str,
+        arguments: Any,
+        tool: Tool | UnknownToolError,
+        ctx: RunContext,
+    ) -> ToolCallRecord:
+        recipient = call.recipient or ""
+        if isinstance(tool, UnknownToolError):
+            return ToolCallRecord(
+                call_id, self.turn, recipient, None, call.channel, raw, arguments,
+                str(tool), False, tool.kind,
+            )
+        result = await tool.invoke(raw, ctx)
+        return ToolCallRecord(
+            call_id, self.turn, recipient, tool.recipient, call.channel, raw, arguments,
+            result.text, result.ok, result.error_kind, result.duration_s,
+        )
+
+
+def _text(message: Message) -> str:
+    return "".join(getattr(c, "text", "") for c in message.content)
+
+
+def _maybe_json(raw: str) -> Any:
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        return None
