@@ -234,8 +234,9 @@ class _Run:
             async with RunContext.open(
                 run_id=self.run_id, files_dir=agent.files_dir, deps=self.deps
             ) as ctx:
-                async for event in self._loop(prompt, ctx):
-                    yield self._emit(event)
+                async with aclosing(self._loop(prompt, ctx)) as loop:
+                    async for event in loop:
+                        yield self._emit(event)
         except HarmonyAgentError as exc:
             yield self._emit(
                 ErrorEvent(
@@ -327,11 +328,12 @@ class _Run:
             output: list[int] = []
             started = time.perf_counter()
             last: Chunk | None = None
-            async for item in self._sample(prompt, parser, output):
-                if isinstance(item, Chunk):
-                    last = item
-                else:
-                    yield item
+            async with aclosing(self._sample(prompt, parser, output)) as items:
+                async for item in items:
+                    if isinstance(item, Chunk):
+                        last = item
+                    else:
+                        yield item
             assert last is not None
             if last.finish_reason == "length":
                 parser.finish_eos()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import types
 from collections.abc import Callable
 from typing import Any, get_type_hints, overload
 
@@ -123,8 +124,8 @@ class FunctionTool(Tool):
     ) -> FunctionTool:
         """Schema from ``fn``'s signature and docstring."""
         doc_description, doc_params = _split_docstring(fn.__doc__)
-        hints = get_type_hints(fn, include_extras=True)
         sig = inspect.signature(fn)
+        hints = _parameter_hints(fn, sig)
         fields: dict[str, Any] = {}
         takes_ctx = False
         for pname, param in sig.parameters.items():
@@ -192,6 +193,21 @@ class FunctionTool(Tool):
         return await anyio.to_thread.run_sync(
             functools.partial(self.handler, **kwargs), abandon_on_cancel=True
         )
+
+
+def _parameter_hints(fn: Callable[..., Any], sig: inspect.Signature) -> dict[str, Any]:
+    """Resolved parameter annotations (the return annotation is not needed, so not evaluated)."""
+    raw = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "return"}
+    holder = types.SimpleNamespace(__annotations__=raw)
+    try:
+        return get_type_hints(
+            holder, globalns=getattr(fn, "__globals__", {}), include_extras=True
+        )
+    except NameError as exc:
+        raise ConfigurationError(
+            f"@tool cannot resolve the type of a parameter of {fn.__name__}: {exc}. Define the "
+            "types a tool uses at module level (string annotations are resolved there)."
+        ) from None
 
 
 def _field_required(model: type[pydantic.BaseModel], key: str) -> bool:
