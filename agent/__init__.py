@@ -17,12 +17,13 @@ Example::
     assert agent.run_sync("2+3?").final_text == "5"
 """
 
+from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
+
 from . import errors, events
 from .agent import Agent
 from .errors import HarmonyAgentError
 from .events import Event
 from .result import RunResult, RunUsage, ToolCallRecord
-from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
 
 __version__ = "0.1.0"
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from harmony_agent.tools.base import Tool
 from openai_harmony import (
     Author,
     Conversation,
@@ -18,8 +19,6 @@ from openai_harmony import (
     SystemContent,
     ToolDescription,
 )
-
-from harmony_agent.tools.base import Tool
 
 __all__ = [
     "Effort",
@@ -33,7 +32,11 @@ __all__ = [
 ]
 
 Effort = Literal["low", "medium", "high"]
-_EFFORTS = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
+_EFFORTS = {
+    "low": ReasoningEffort.LOW,
+    "medium": ReasoningEffort.MEDIUM,
+    "high": ReasoningEffort.HIGH,
+}
 
 
 @dataclass(frozen=True, slots=True)

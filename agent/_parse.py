@@ -113,7 +113,9 @@ class TurnParser:
         p.process(token)
         if p.state == StreamState.CONTENT:
             if before != StreamState.CONTENT:
-                out.append(MessageStart(p.current_channel, p.current_recipient, p.current_content_type))
+                out.append(
+                    MessageStart(p.current_channel, p.current_recipient, p.current_content_type)
+                )
             delta = p.last_content_delta
             if delta:
                 out.append(Delta(p.current_channel, p.current_recipient, delta))

@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from openai_harmony import Message, Role
-
 from harmony_agent.engine.base import Chunk, Engine, GenerationRequest
 from harmony_agent.tools.base import RunContext, Tool, Toolset
+from openai_harmony import Message, Role
 
 from . import _harmony as hm
 from ._encoding import load_encoding
@@ -382,9 +381,7 @@ class _Run:
             self.messages.extend(new)
             call = new[-1] if new else None
             is_call = (
-                call is not None
-                and call.recipient is not None
-                and call.recipient not in NOT_A_TOOL
+                call is not None and call.recipient is not None and call.recipient not in NOT_A_TOOL
             )
             if is_call and last.finish_reason != "length":
                 assert call is not None and call.recipient is not None
@@ -502,13 +499,30 @@ class _Run:
         recipient = call.recipient or ""
         if isinstance(tool, UnknownToolError):
             return ToolCallRecord(
-                call_id, self.turn, recipient, None, call.channel, raw, arguments,
-                str(tool), False, tool.kind,
+                call_id,
+                self.turn,
+                recipient,
+                None,
+                call.channel,
+                raw,
+                arguments,
+                str(tool),
+                False,
+                tool.kind,
             )
         result = await tool.invoke(raw, ctx)
         return ToolCallRecord(
-            call_id, self.turn, recipient, tool.recipient, call.channel, raw, arguments,
-            result.text, result.ok, result.error_kind, result.duration_s,
+            call_id,
+            self.turn,
+            recipient,
+            tool.recipient,
+            call.channel,
+            raw,
+            arguments,
+            result.text,
+            result.ok,
+            result.error_kind,
+            result.duration_s,
         )
 
 

@@ -33,7 +33,6 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import anyio
-
 from harmony_agent.errors import ConfigurationError, ScriptExhaustedError
 
 from .base import Chunk, Engine, GenerationRequest, TokenUsage

@@ -18,12 +18,17 @@ def test_top_level_api():
 
 
 def test_subpackages_export_what_they_list():
-    for module in (harmony_agent.engine, harmony_agent.tools, harmony_agent.errors,
-                   harmony_agent.events):
+    for module in (
+        harmony_agent.engine,
+        harmony_agent.tools,
+        harmony_agent.errors,
+        harmony_agent.events,
+    ):
         for name in module.__all__:
             assert getattr(module, name) is not None, f"{module.__name__}.{name}"
     assert {"ScriptedEngine", "FunctionEngine", "Engine", "GenerationRequest", "Chunk"} <= set(
-        harmony_agent.engine.__all__)
+        harmony_agent.engine.__all__
+    )
 
 
 def test_public_names_have_docstrings():
@@ -36,4 +41,6 @@ def test_public_names_have_docstrings():
 
 def test_every_error_is_a_harmony_agent_error():
     for name in harmony_agent.errors.__all__:
-        assert issubclass(getattr(harmony_agent.errors, name), harmony_agent.errors.HarmonyAgentError)
+        assert issubclass(
+            getattr(harmony_agent.errors, name), harmony_agent.errors.HarmonyAgentError
+        )

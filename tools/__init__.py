@@ -3,4 +3,12 @@
 from .base import RunContext, Tool, ToolResult, Toolset, serialize_output
 from .function import FunctionTool, tool
 
-__all__ = ["FunctionTool", "RunContext", "Tool", "ToolResult", "Toolset", "serialize_output", "tool"]
+__all__ = [
+    "FunctionTool",
+    "RunContext",
+    "Tool",
+    "ToolResult",
+    "Toolset",
+    "serialize_output",
+    "tool",
+]

@@ -51,7 +51,6 @@ import anyio
 import jsonschema
 import pydantic
 import pydantic_core
-
 from harmony_agent.errors import (
     ToolArgumentsError,
     ToolError,
@@ -209,7 +208,7 @@ class Tool(abc.ABC):
         if not isinstance(arguments, dict):
             raise ToolArgumentsError(
                 f"arguments for {self.recipient} must be a JSON object, got "
-                f"{type(arguments).__name__}. Send an object such as {{\"name\": value}}."
+                f'{type(arguments).__name__}. Send an object such as {{"name": value}}.'
             )
         arguments = self.normalize_arguments(arguments)
         errors = sorted(

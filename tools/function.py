@@ -41,7 +41,6 @@ from typing import Any, get_type_hints, overload
 
 import anyio.to_thread
 import pydantic
-
 from harmony_agent.errors import ConfigurationError, ToolArgumentsError
 
 from ._schema import simplify_schema
@@ -200,9 +199,7 @@ def _parameter_hints(fn: Callable[..., Any], sig: inspect.Signature) -> dict[str
     raw = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "return"}
     holder = types.SimpleNamespace(__annotations__=raw)
     try:
-        return get_type_hints(
-            holder, globalns=getattr(fn, "__globals__", {}), include_extras=True
-        )
+        return get_type_hints(holder, globalns=getattr(fn, "__globals__", {}), include_extras=True)
     except NameError as exc:
         raise ConfigurationError(
             f"@tool cannot resolve the type of a parameter of {fn.__name__}: {exc}. Define the "

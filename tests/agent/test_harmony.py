@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pydantic
+from harmony_agent import Agent, Tool, Toolset, tool
+from harmony_agent._encoding import load_encoding
+from harmony_agent.engine import ScriptedEngine
 from openai_harmony import (
     Conversation,
     DeveloperContent,
@@ -13,10 +16,6 @@ from openai_harmony import (
     ToolDescription,
     ToolNamespaceConfig,
 )
-
-from harmony_agent import Agent, Tool, Toolset, tool
-from harmony_agent._encoding import load_encoding
-from harmony_agent.engine import ScriptedEngine
 
 
 @tool
@@ -47,48 +46,75 @@ class _PythonSet(Toolset):
 
 
 def test_golden_first_prompt_equals_harmony_rendering():
-    agent = Agent("Be brief.", tools=[get_weather], engine=ScriptedEngine([]),
-                  reasoning_effort="high", conversation_start_date="2026-11-24")
+    agent = Agent(
+        "Be brief.",
+        tools=[get_weather],
+        engine=ScriptedEngine([]),
+        reasoning_effort="high",
+        conversation_start_date="2026-11-24",
+    )
     ours = agent.encoding.render_conversation_for_completion(
         Conversation.from_messages(agent.initial_messages("Weather in Oslo?")), Role.ASSISTANT
     )
-    system = SystemContent.new().with_reasoning_effort(ReasoningEffort.HIGH).with_knowledge_cutoff(
-        "2024-06").with_conversation_start_date("2026-11-24")
-    developer = DeveloperContent.new().with_instructions("Be brief.").with_function_tools([
-        ToolDescription.new("get_weather", "Current weather.", parameters={
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "description": "the city name"},
-                "unit": {"type": "string", "description": "c or f", "default": "c"},
-            },
-            "required": ["city"],
-        })
-    ])
+    system = (
+        SystemContent.new()
+        .with_reasoning_effort(ReasoningEffort.HIGH)
+        .with_knowledge_cutoff("2024-06")
+        .with_conversation_start_date("2026-11-24")
+    )
+    developer = (
+        DeveloperContent.new()
+        .with_instructions("Be brief.")
+        .with_function_tools(
+            [
+                ToolDescription.new(
+                    "get_weather",
+                    "Current weather.",
+                    parameters={
+                        "type": "object",
+                        "properties": {
+                            "city": {"type": "string", "description": "the city name"},
+                            "unit": {"type": "string", "description": "c or f", "default": "c"},
+                        },
+                        "required": ["city"],
+                    },
+                )
+            ]
+        )
+    )
     theirs = load_encoding().render_conversation_for_completion(
-        Conversation.from_messages([
-            Message.from_role_and_content(Role.SYSTEM, system),
-            Message.from_role_and_content(Role.DEVELOPER, developer),
-            Message.from_role_and_content(Role.USER, "Weather in Oslo?"),
-        ]),
+        Conversation.from_messages(
+            [
+                Message.from_role_and_content(Role.SYSTEM, system),
+                Message.from_role_and_content(Role.DEVELOPER, developer),
+                Message.from_role_and_content(Role.USER, "Weather in Oslo?"),
+            ]
+        ),
         Role.ASSISTANT,
     )
     assert ours == theirs
     text = agent.encoding.decode(ours)
     assert "Reasoning: high" in text and "Current date: 2026-11-24" in text
     assert "// the city name\ncity: string," in text
-    assert "unit?: string, // default: \"c\"" in text
+    assert 'unit?: string, // default: "c"' in text
     assert text.endswith("<|start|>user<|message|>Weather in Oslo?<|end|><|start|>assistant")
 
 
 def test_builtins_declared_only_when_enabled():
     plain = Agent(engine=ScriptedEngine([]))
-    text = plain.encoding.decode(plain.encoding.render_conversation_for_completion(
-        Conversation.from_messages(plain.initial_messages("hi")), Role.ASSISTANT))
+    text = plain.encoding.decode(
+        plain.encoding.render_conversation_for_completion(
+            Conversation.from_messages(plain.initial_messages("hi")), Role.ASSISTANT
+        )
+    )
     assert "# Tools" not in text and "<|start|>developer" not in text
     assert "Calls to these tools must go to the commentary channel" not in text
     with_python = Agent(tools=[_PythonSet()], engine=ScriptedEngine([]))
-    text = with_python.encoding.decode(with_python.encoding.render_conversation_for_completion(
-        Conversation.from_messages(with_python.initial_messages("hi")), Role.ASSISTANT))
+    text = with_python.encoding.decode(
+        with_python.encoding.render_conversation_for_completion(
+            Conversation.from_messages(with_python.initial_messages("hi")), Role.ASSISTANT
+        )
+    )
     assert "## python" in text and "## browser" not in text
     assert text.index("## python") < text.index("<|start|>user")
 
@@ -97,8 +123,11 @@ def test_default_date_is_today():
     import datetime
 
     agent = Agent(engine=ScriptedEngine([]))
-    text = agent.encoding.decode(agent.encoding.render_conversation_for_completion(
-        Conversation.from_messages(agent.initial_messages("hi")), Role.ASSISTANT))
+    text = agent.encoding.decode(
+        agent.encoding.render_conversation_for_completion(
+            Conversation.from_messages(agent.initial_messages("hi")), Role.ASSISTANT
+        )
+    )
     assert f"Current date: {datetime.datetime.now(datetime.UTC).date().isoformat()}" in text
 
 
@@ -121,9 +150,12 @@ def test_pydantic_schemas_render_without_any():
         return person.name
 
     agent = Agent(tools=[register], engine=ScriptedEngine([]))
-    text = agent.encoding.decode(agent.encoding.render_conversation_for_completion(
-        Conversation.from_messages(agent.initial_messages("hi")), Role.ASSISTANT))
-    decl = text[text.index("type register"):]
+    text = agent.encoding.decode(
+        agent.encoding.render_conversation_for_completion(
+            Conversation.from_messages(agent.initial_messages("hi")), Role.ASSISTANT
+        )
+    )
+    decl = text[text.index("type register") :]
     assert "any" not in decl.split("=> any")[0], decl
     assert "nickname?: string | null" in decl
     assert "home: {" in decl and "street: string" in decl

@@ -8,7 +8,6 @@ import time
 import anyio
 import pydantic
 import pytest
-
 from harmony_agent import Agent, tool
 from harmony_agent.engine import FunctionEngine, ScriptedEngine
 from harmony_agent.errors import (
@@ -20,7 +19,9 @@ from harmony_agent.errors import (
 )
 from harmony_agent.events import ToolCallStarted, ToolResultEvent, WarningEvent
 
-CALL_ADD = '<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":2,"b":3}<|call|>'
+CALL_ADD = (
+    '<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":2,"b":3}<|call|>'
+)
 FINAL = "<|channel|>final<|message|>The answer is 5.<|return|>"
 
 
@@ -71,7 +72,11 @@ def test_single_call_then_final():
     assert result.final_text == "The answer is 5."
     (call,) = result.tool_calls
     assert (call.recipient, call.name, call.arguments, call.output, call.ok) == (
-        "functions.add", "functions.add", {"a": 2, "b": 3}, "5", True,
+        "functions.add",
+        "functions.add",
+        {"a": 2, "b": 3},
+        "5",
+        True,
     )
     assert result.usage.turns == 2
     assert engine.remaining == 0
@@ -120,8 +125,16 @@ def test_several_sequential_calls_and_analysis_channel():
         # doubled channel section
         '<|channel|>commentary<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":2,"b":3}<|call|>',
     ],
-    ids=["recipient-first", "constrain-glued", "constrain-space", "json-glued", "channel-question",
-         "no-content-type", "extra-word", "doubled-channel"],
+    ids=[
+        "recipient-first",
+        "constrain-glued",
+        "constrain-space",
+        "json-glued",
+        "channel-question",
+        "no-content-type",
+        "extra-word",
+        "doubled-channel",
+    ],
 )
 def test_tolerated_malformations(reply):
     agent, engine = make_agent([reply, FINAL])
@@ -131,7 +144,9 @@ def test_tolerated_malformations(reply):
     assert call.name == "functions.add" and call.output == "5"
     # whatever the header looked like, the prompt keeps exactly what was sampled
     sampled = agent.encoding.encode(reply, allowed_special="all")
-    assert engine.requests[1][: len(engine.requests[0]) + len(sampled)] == engine.requests[0] + sampled
+    assert (
+        engine.requests[1][: len(engine.requests[0]) + len(sampled)] == engine.requests[0] + sampled
+    )
 
 
 def test_invalid_json_then_recovery():
@@ -147,7 +162,7 @@ def test_invalid_json_then_recovery():
 
 def test_schema_violation_then_recovery():
     bad = '<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":"two","c":1}<|call|>'
-    agent, engine = make_agent([bad, CALL_ADD, FINAL])
+    agent, _engine = make_agent([bad, CALL_ADD, FINAL])
     result = agent.run_sync("2+3")
     first = result.tool_calls[0]
     assert not first.ok and first.error_kind == "invalid_arguments"
@@ -178,7 +193,9 @@ def test_tool_exception_goes_to_the_model():
 
 
 def test_tool_timeout_goes_to_the_model():
-    bad = '<|channel|>commentary to=functions.slow <|constrain|>json<|message|>{"seconds":30}<|call|>'
+    bad = (
+        '<|channel|>commentary to=functions.slow <|constrain|>json<|message|>{"seconds":30}<|call|>'
+    )
     agent, _ = make_agent([bad, FINAL])
     started = time.monotonic()
     result = agent.run_sync("go")
@@ -215,14 +232,17 @@ def test_length_truncation_of_the_final_answer():
 
 
 def test_length_truncation_mid_tool_call_is_a_typed_error():
-    agent, _ = make_agent(['<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":'])
+    agent, _ = make_agent(
+        ['<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":']
+    )
     with pytest.raises(OutputTruncatedError, match="a tool call"):
         agent.run_sync("go")
 
 
 def test_max_tokens_per_turn_is_sent_and_truncates():
-    agent, engine = make_agent(["<|channel|>final<|message|>" + "word " * 50 + "<|return|>"],
-                               max_tokens_per_turn=10)
+    agent, _engine = make_agent(
+        ["<|channel|>final<|message|>" + "word " * 50 + "<|return|>"], max_tokens_per_turn=10
+    )
     result = agent.run_sync("go")
     assert result.truncated and result.finish_reason == "length"
 
@@ -231,7 +251,9 @@ def test_plain_text_without_header_is_the_answer_with_a_warning():
     agent, _ = make_agent(["Just some text.<|return|>"])
     result = agent.run_sync("go")
     assert result.final_text == "Just some text."
-    assert any(e.type == "warning" and "without a Harmony header" in e.message for e in result.events)
+    assert any(
+        e.type == "warning" and "without a Harmony header" in e.message for e in result.events
+    )
 
 
 def test_script_exhausted_is_a_clear_error():
@@ -282,8 +304,15 @@ def test_events_are_in_order_and_json():
     result = agent.run_sync("go")
     types = [e.type for e in result.events]
     assert types[0] == "run_started" and types[-1] == "run_finished"
-    order = ["reasoning_delta", "preamble_delta", "tool_call_started", "turn_finished",
-             "tool_call", "tool_result", "text_delta"]
+    order = [
+        "reasoning_delta",
+        "preamble_delta",
+        "tool_call_started",
+        "turn_finished",
+        "tool_call",
+        "tool_result",
+        "text_delta",
+    ]
     assert [types.index(t) for t in order] == sorted(types.index(t) for t in order)
     assert "".join(e.delta for e in result.events if e.type == "reasoning_delta") == "Think."
     assert "".join(e.delta for e in result.events if e.type == "preamble_delta") == "Let me add."
@@ -320,7 +349,9 @@ async def test_cancellation_aborts_the_engine_and_leaves_no_task():
 
 @pytest.mark.anyio
 async def test_stream_closed_early_aborts_the_engine():
-    engine = ScriptedEngine(["<|channel|>final<|message|>" + "tick " * 100 + "<|return|>"], chunk_size=1)
+    engine = ScriptedEngine(
+        ["<|channel|>final<|message|>" + "tick " * 100 + "<|return|>"], chunk_size=1
+    )
     agent = Agent(engine=engine)
     from contextlib import aclosing
 
@@ -332,16 +363,21 @@ async def test_stream_closed_early_aborts_the_engine():
 
 
 def test_multi_turn_history_drops_earlier_analysis():
-    agent, engine = make_agent([
-        "<|channel|>analysis<|message|>secret thoughts<|end|><|start|>assistant<|channel|>final<|message|>Hi!<|return|>",
-        "<|channel|>final<|message|>Again.<|return|>",
-    ])
+    agent, engine = make_agent(
+        [
+            "<|channel|>analysis<|message|>secret thoughts<|end|><|start|>assistant<|channel|>final<|message|>Hi!<|return|>",
+            "<|channel|>final<|message|>Again.<|return|>",
+        ]
+    )
     first = agent.run_sync("hello")
     second = agent.run_sync("and again", history=first)
     assert second.final_text == "Again."
     prompt2 = agent.encoding.decode(engine.requests[1])
     assert "secret thoughts" not in prompt2
-    assert "<|start|>assistant<|channel|>final<|message|>Hi!<|end|><|start|>user<|message|>and again" in prompt2
+    assert (
+        "<|start|>assistant<|channel|>final<|message|>Hi!<|end|><|start|>user<|message|>and again"
+        in prompt2
+    )
 
 
 def test_sync_tools_run_in_a_worker_thread():
@@ -355,15 +391,24 @@ def test_sync_tools_run_in_a_worker_thread():
         seen["thread"] = threading.current_thread() is threading.main_thread()
         return "ok"
 
-    agent = Agent(tools=[where], engine=ScriptedEngine([
-        "<|channel|>commentary to=functions.where <|constrain|>json<|message|>{}<|call|>", FINAL,
-    ]))
+    agent = Agent(
+        tools=[where],
+        engine=ScriptedEngine(
+            [
+                "<|channel|>commentary to=functions.where <|constrain|>json<|message|>{}<|call|>",
+                FINAL,
+            ]
+        ),
+    )
     assert agent.run_sync("go").tool_calls[0].output == "ok"
     assert seen["thread"] is False
 
 
 def test_function_aliases_for_builtins_and_bare_names():
-    agent, _ = make_agent([
-        '<|channel|>commentary to=add <|constrain|>json<|message|>{"a":1,"b":2}<|call|>', FINAL,
-    ])
+    agent, _ = make_agent(
+        [
+            '<|channel|>commentary to=add <|constrain|>json<|message|>{"a":1,"b":2}<|call|>',
+            FINAL,
+        ]
+    )
     assert agent.run_sync("go").tool_calls[0].name == "functions.add"

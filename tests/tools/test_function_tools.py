@@ -8,7 +8,6 @@ import datetime
 import anyio
 import pydantic
 import pytest
-
 from harmony_agent import RunContext, tool
 from harmony_agent.errors import ConfigurationError
 from harmony_agent.tools import FunctionTool
@@ -45,8 +44,11 @@ def test_schema_from_hints_and_docstring():
         "type": "object",
         "properties": {
             "query": {"type": "string", "description": "words to look for"},
-            "limit": {"type": "integer", "default": 5,
-                      "description": "at most this many results (continued line)"},
+            "limit": {
+                "type": "integer",
+                "default": 5,
+                "description": "at most this many results (continued line)",
+            },
             "exact": {"type": "boolean", "default": False},
         },
         "required": ["query"],
@@ -73,8 +75,11 @@ def test_single_pydantic_model_parameter():
 
 
 def test_raw_schema_and_handler():
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}},
-              "required": ["n"]}
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0}},
+        "required": ["n"],
+    }
 
     @tool(name="square", description="Square a number.", parameters=schema)
     def handler(n):

@@ -1,0 +1,142 @@
+"""Live terminal view of a run's events (rich, on stderr): reasoning dimmed, preambles,
+tool calls with a spinner while they run, warnings, usage and cost at the end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.status import Status
+from rich.text import Text
+
+from .events import Event
+
+__all__ = ["EventView", "Prices"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """US dollars per million tokens."""
+
+    input: float = 0.07
+    cached: float = 0.04
+    output: float = 0.30
+
+    def cost(self, prompt: int, cached: int, output: int) -> float:
+        fresh = max(prompt - cached, 0)
+        return (fresh * self.input + cached * self.cached + output * self.output) / 1e6
+
+
+def _short(value: Any, limit: int = 400) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
+
+
+class EventView:
+    """Renders events as they arrive. ``show_reasoning=False`` hides the chain of thought."""
+
+    def __init__(
+        self, console: Console, *, show_reasoning: bool = True, prices: Prices | None = None
+    ) -> None:
+        self.console = console
+        self.show_reasoning = show_reasoning
+        self.prices = prices or Prices()
+        self._open: str | None = None  # the kind of text currently streaming
+        self._status: Status | None = None
+
+    def _break(self) -> None:
+        if self._open is not None:
+            self.console.print()
+            self._open = None
+
+    def _stream(self, kind: str, text: str, style: str) -> None:
+        if self._open != kind:
+            self._break()
+            label = {"reasoning": "thinking", "preamble": "assistant", "text": "answer"}[kind]
+            self.console.print(Text(f"{label}: ", style="bold " + style), end="")
+            self._open = kind
+        self.console.print(Text(text, style=style), end="")
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        self._break()
+
+    def handle(self, event: Event) -> None:
+        t = event.type
+        if t == "run_started":
+            tools = ", ".join(event.tools) or "no tools"
+            self.console.print(Text(f"run {event.run_id} · tools: {tools}", style="dim"))
+        elif t == "reasoning_delta":
+            if self.show_reasoning:
+                self._stream("reasoning", event.delta, "dim")
+        elif t == "preamble_delta":
+            self._stream("preamble", event.delta, "italic cyan")
+        elif t == "text_delta":
+            pass  # the answer goes to stdout at the end
+        elif t == "tool_call_started":
+            self._break()
+        elif t == "tool_call":
+            self._break()
+            args = event.arguments if event.arguments is not None else event.raw_arguments
+            self.console.print(
+                Panel(
+                    Text(_short(args, 1200)),
+                    title=f"→ {event.recipient}",
+                    title_align="left",
+                    border_style="blue",
+                    expand=False,
+                )
+            )
+            self._status = self.console.status(f"running {event.recipient} …")
+            self._status.start()
+        elif t == "tool_result":
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            mark, style = ("✓", "green") if event.ok else ("✗", "red")
+            title = f"{mark} {event.recipient} · {event.duration_s * 1000:.0f} ms"
+            if event.error_kind:
+                title += f" · {event.error_kind}"
+            self.console.print(
+                Panel(
+                    Text(_short(event.output, 800)),
+                    title=title,
+                    title_align="left",
+                    border_style=style,
+                    expand=False,
+                )
+            )
+        elif t == "turn_finished":
+            self._break()
+        elif t == "warning":
+            self._break()
+            self.console.print(Text(f"warning: {event.message}", style="yellow"))
+        elif t == "error":
+            self.stop()  # the CLI prints the one-line reason itself
+        elif t == "run_finished":
+            self.stop()
+            cost = self.prices.cost(
+                event.prompt_tokens, event.cached_prompt_tokens, event.output_tokens
+            )
+            self.console.print(
+                Text(
+                    f"{event.turns} turns · input {event.prompt_tokens} "
+                    f"(cached {event.cached_prompt_tokens}) · output {event.output_tokens} "
+                    f"tokens · ${cost:.6f}",
+                    style="dim",
+                )
+            )
+
+    def answer(self, out: Console, text: str) -> None:
+        """The final answer on stdout: Markdown on a terminal, plain text otherwise."""
+        if out.is_terminal:
+            out.print(Markdown(text))
+        else:
+            out.file.write(text + ("" if text.endswith("\n") else "\n"))
+            out.file.flush()

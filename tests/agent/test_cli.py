@@ -1,0 +1,138 @@
+"""The CLI end to end in a subprocess: answer on stdout, activity on stderr, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+REPLIES = [
+    "<|channel|>analysis<|message|>I should add.<|end|><|start|>assistant"
+    '<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":2,"b":3}<|call|>',
+    "<|channel|>final<|message|>**5**<|return|>",
+]
+
+TOOLS = '''
+from harmony_agent import tool
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+def shout(text: str) -> str:
+    """Upper-case a text."""
+    return text.upper()
+'''
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "replies.json").write_text(json.dumps(REPLIES))
+    (tmp_path / "mytools.py").write_text(TOOLS)
+    (tmp_path / "one.json").write_text(json.dumps(REPLIES[:1]))
+    (tmp_path / "bad.json").write_text(json.dumps({"replies": [1, 2]}))
+    return tmp_path
+
+
+def cli(workdir, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "harmony_agent", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_plain_run_prints_the_answer_on_stdout(workdir):
+    proc = cli(
+        workdir, "run", "2+3?", "--engine", "scripted:replies.json", "--tools", "mytools:add"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "**5**\n"
+    assert "I should add." in proc.stderr  # reasoning, dimmed, on stderr
+    assert "functions.add" in proc.stderr and "✓" in proc.stderr
+    assert "2 turns" in proc.stderr and "$" in proc.stderr
+
+
+def test_json_prints_one_event_per_line(workdir):
+    proc = cli(
+        workdir,
+        "run",
+        "2+3?",
+        "--engine",
+        "scripted:replies.json",
+        "--tools",
+        "mytools.py:add",
+        "--effort",
+        "high",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    types = [e["type"] for e in events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    call = next(e for e in events if e["type"] == "tool_call")
+    assert call["arguments"] == {"a": 2, "b": 3}
+    result = next(e for e in events if e["type"] == "tool_result")
+    assert result["output"] == "5" and result["ok"] is True
+    assert events[-1]["final_text"] == "**5**"
+
+
+def test_plain_functions_are_wrapped_as_tools(workdir):
+    (workdir / "r.json").write_text(
+        json.dumps(
+            [
+                '<|channel|>commentary to=functions.shout <|constrain|>json<|message|>{"text":"hi"}<|call|>',
+                "<|channel|>final<|message|>done<|return|>",
+            ]
+        )
+    )
+    proc = cli(
+        workdir, "run", "x", "--engine", "scripted:r.json", "--tools", "mytools:shout", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"output": "HI"' in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--engine", "scripted:missing.json"], 2, "does not exist"),
+        (["--engine", "scripted:replies.json", "--tools", "nope:x"], 2, "cannot import nope"),
+        (
+            ["--engine", "scripted:replies.json", "--tools", "mytools:missing"],
+            2,
+            "no attribute 'missing'",
+        ),
+        (["--engine", "scripted:replies.json", "--tools", "mytools"], 2, "expected MODULE:ATTR"),
+        # the scripted model calls add, then the script runs out of replies
+        (["--engine", "scripted:one.json", "--tools", "mytools:add"], 1, "ScriptExhaustedError"),
+        (["--engine", "scripted:bad.json"], 2, "must hold a JSON list of strings"),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(workdir, args, code, message):
+    proc = cli(workdir, "run", "2+3?", *args)
+    assert proc.returncode == code
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("harmony-agent: ") and message in last
+    assert proc.stdout == ""
+
+
+def test_help_lists_every_option(workdir):
+    proc = cli(workdir, "run", "--help")
+    assert proc.returncode == 0
+    for option in (
+        "--engine",
+        "--tools",
+        "--effort",
+        "--json",
+        "--max-turns",
+        "--model",
+        "--api-key-env",
+        "--instructions",
+    ):
+        assert option in proc.stdout
