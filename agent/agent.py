@@ -42,7 +42,8 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import anyio
 from harmony_agent.engine.base import Chunk, Engine, GenerationRequest
@@ -79,7 +80,7 @@ from .events import (
 )
 from .result import RunResult, RunUsage, ToolCallRecord
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "Recorder", "RunState"]
 
 DEFAULT_CONTEXT_WINDOW = 131_072  # gpt-oss-20b
 
@@ -169,7 +170,12 @@ class Agent:
     # --- running ---------------------------------------------------------------------------
 
     def stream(
-        self, task: str, *, history: RunResult | None = None, deps: Any = None
+        self,
+        task: str,
+        *,
+        history: RunResult | None = None,
+        deps: Any = None,
+        trace: str | Path | Recorder | None = None,
     ) -> AsyncIterator[Event]:
         """Run and yield events as they happen; the last is ``RunFinished`` or ``ErrorEvent``.
 
@@ -177,67 +183,150 @@ class Agent:
         (``async with contextlib.aclosing(agent.stream(task)) as events``) to stop early; the
         engine request is aborted and the run's tools are closed.
         """
-        return _Run(self, task, history, deps).events()
+        return _Run(self, task, history, deps, recorder=_recorder(trace)).events()
 
     async def run(
-        self, task: str, *, history: RunResult | None = None, deps: Any = None
+        self,
+        task: str,
+        *,
+        history: RunResult | None = None,
+        deps: Any = None,
+        trace: str | Path | Recorder | None = None,
     ) -> RunResult:
         """Run ``task`` to its final answer.
 
         ``history``: a previous result to continue the conversation (its analysis before the
         last final answer is dropped, as the Harmony format prescribes). ``deps`` is handed to
-        tools as ``ctx.deps``.
+        tools as ``ctx.deps``. ``trace``: a file to write the run to as JSON lines, one record
+        per event and per step, fsynced per step (see :mod:`harmony_agent.trace`).
         """
-        run = _Run(self, task, history, deps)
-        async with aclosing(run.events()) as events:
-            async for _ in events:
-                pass
-        assert run.result is not None
-        return run.result
+        return await _finish(_Run(self, task, history, deps, recorder=_recorder(trace)))
 
     def run_sync(
-        self, task: str, *, history: RunResult | None = None, deps: Any = None
+        self,
+        task: str,
+        *,
+        history: RunResult | None = None,
+        deps: Any = None,
+        trace: str | Path | Recorder | None = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code (starts its own event loop)."""
-        return anyio.run(lambda: self.run(task, history=history, deps=deps))
+        return anyio.run(lambda: self.run(task, history=history, deps=deps, trace=trace))
+
+    def resume_stream(
+        self, state: RunState, *, deps: Any = None, trace: str | Path | Recorder | None = None
+    ) -> AsyncIterator[Event]:
+        """Go on with a run from ``state`` (e.g. ``load_trace(path).resume_state()``)."""
+        return _Run(self, state.task, None, deps, resume=state, recorder=_recorder(trace)).events()
+
+    async def resume(
+        self, state: RunState, *, deps: Any = None, trace: str | Path | Recorder | None = None
+    ) -> RunResult:
+        """:meth:`resume_stream` to the final answer."""
+        run = _Run(self, state.task, None, deps, resume=state, recorder=_recorder(trace))
+        return await _finish(run)
+
+
+async def _finish(run: _Run) -> RunResult:
+    async with aclosing(run.events()) as events:
+        async for _ in events:
+            pass
+    assert run.result is not None
+    return run.result
+
+
+def _recorder(trace: str | Path | Recorder | None) -> Recorder | None:
+    if trace is None or not isinstance(trace, str | Path):
+        return trace
+    from .trace import TraceWriter
+
+    return TraceWriter(trace)
+
+
+@dataclass
+class RunState:
+    """Where a run stands after a complete step: enough to go on from there (``Agent.resume``)."""
+
+    run_id: str
+    task: str
+    messages: list[Message]
+    prompt_ids: list[int]
+    next_turn: int = 0
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    usage: RunUsage = field(default_factory=RunUsage)
+
+
+class Recorder(Protocol):
+    """Receives a run as it happens (a trace writer). Methods may block briefly (fsync)."""
+
+    async def start(self, state: RunState) -> None: ...
+    async def event(self, event: Event) -> None: ...
+    async def step(self, state: RunState, output_ids: list[int], appended_ids: list[int]) -> None: ...
 
 
 class _Run:
     """The state of one run. ``events()`` drives it."""
 
-    def __init__(self, agent: Agent, task: str, history: RunResult | None, deps: Any) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        task: str,
+        history: RunResult | None,
+        deps: Any,
+        *,
+        resume: RunState | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.agent = agent
         self.task = task
         self.history = history
         self.deps = deps
-        self.run_id = uuid.uuid4().hex[:12]
+        self.resume = resume
+        self.recorder = recorder
+        self.run_id = resume.run_id if resume else uuid.uuid4().hex[:12]
         self.result: RunResult | None = None
-        self.usage = RunUsage()
-        self.calls: list[ToolCallRecord] = []
+        self.usage = resume.usage if resume else RunUsage()
+        self.calls: list[ToolCallRecord] = list(resume.tool_calls) if resume else []
         self.events_seen: list[Event] = []
         self.messages: list[Message] = []
         self.turn = -1
 
-    def _emit(self, event: Event) -> Event:
+    async def _emit(self, event: Event) -> Event:
         self.events_seen.append(event)
+        if self.recorder is not None:
+            await self.recorder.event(event)
         return event
+
+    def state(self, prompt: list[int], next_turn: int) -> RunState:
+        return RunState(
+            self.run_id, self.task, list(self.messages), list(prompt), next_turn,
+            list(self.calls), self.usage,
+        )
 
     async def events(self) -> AsyncIterator[Event]:
         agent = self.agent
         try:
-            self.messages = agent.initial_messages(self.task, self.history)
-            prompt = hm.render_prompt(agent.encoding, self.messages)
-            yield self._emit(
+            if self.resume is not None:
+                self.messages = list(self.resume.messages)
+                prompt = list(self.resume.prompt_ids)
+                first_turn = self.resume.next_turn
+            else:
+                self.messages = agent.initial_messages(self.task, self.history)
+                prompt = hm.render_prompt(agent.encoding, self.messages)
+                first_turn = 0
+            if self.recorder is not None:
+                await self.recorder.start(self.state(prompt, first_turn))
+            yield await self._emit(
                 RunStarted(run_id=self.run_id, task=self.task, tools=tuple(agent.registry.tools))
             )
             async with RunContext.open(
                 run_id=self.run_id, files_dir=agent.files_dir, deps=self.deps
             ) as ctx:
-                async with aclosing(self._loop(prompt, ctx)) as loop:
+                async with aclosing(self._loop(prompt, ctx, first_turn)) as loop:
                     async for event in loop:
-                        yield self._emit(event)
+                        yield await self._emit(event)
         except HarmonyAgentError as exc:
-            yield self._emit(
+            yield await self._emit(
                 ErrorEvent(
                     run_id=self.run_id, turn=self.turn, error=type(exc).__name__, message=str(exc)
                 )
@@ -317,11 +406,13 @@ class _Run:
             return PreambleDelta(**kw)
         return TextDelta(**kw)
 
-    async def _loop(self, prompt: list[int], ctx: RunContext) -> AsyncIterator[Event]:
+    async def _loop(
+        self, prompt: list[int], ctx: RunContext, first_turn: int
+    ) -> AsyncIterator[Event]:
         agent = self.agent
         enc = agent.encoding
         consecutive_errors = 0
-        for turn in range(agent.max_turns):
+        for turn in range(first_turn, agent.max_turns):
             self.turn = turn
             parser = TurnParser(enc)
             output: list[int] = []
@@ -423,7 +514,10 @@ class _Run:
                     record.name or record.recipient, call.channel, record.output
                 )
                 self.messages.append(result_msg)
-                prompt = [*prompt, *output, *hm.render_tool_result(enc, result_msg)]
+                appended = hm.render_tool_result(enc, result_msg)
+                prompt = [*prompt, *output, *appended]
+                if self.recorder is not None:
+                    await self.recorder.step(self.state(prompt, turn + 1), output, appended)
                 continue
             # No tool call: this turn ends the run.
             text, warning = self._final_text(new, last)

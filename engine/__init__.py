@@ -10,12 +10,14 @@ from .base import (
     GenerationRequest,
     TokenUsage,
 )
+from .replay import ReplayEngine
 from .testing import FunctionEngine, ScriptedEngine
 
 __all__ = [
     "CALL",
     "DEFAULT_STOP_TOKEN_IDS",
     "RETURN",
+    "ReplayEngine",
     "Chunk",
     "Engine",
     "FinishReason",

@@ -1,0 +1,221 @@
+"""Run traces: JSON lines written as the run goes, enough to resume, replay and view it.
+
+One record per line, each a JSON object with a ``record`` kind:
+
+* ``header`` — first line: format name and version, run id, task, the conversation the first
+  prompt rendered (harmony message dicts) and that prompt's token ids.
+* ``event`` — every event of the run (``harmony_agent.events``), token ids of each turn in
+  its ``turn_finished`` event.
+* ``step`` — after each completed tool step: the ids the model sampled, the ids appended
+  (tool message + ``<|start|>assistant``), the messages this step added, the tool call, usage.
+* ``resumed`` — a run went on from the last step (``harmony-agent resume``).
+
+Records are buffered between steps and written, flushed and fsynced at every step boundary
+(turn finished, tool result, run finished, error), so whatever completed survives a crash.
+A half-written last line (the process died mid-write) is ignored on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from openai_harmony import Message
+
+from .agent import RunState
+from .errors import ConfigurationError
+from .events import Event, event_from_dict, event_to_dict
+from .result import RunUsage, ToolCallRecord
+
+__all__ = ["FORMAT", "VERSION", "Trace", "TraceError", "TraceWriter", "load_trace"]
+
+FORMAT = "harmony-agent-trace"
+VERSION = 1
+_FLUSH_ON = frozenset({"turn_finished", "tool_result", "run_finished", "error", "run_started"})
+
+
+class TraceError(ConfigurationError):
+    """A trace file is missing, corrupt, or from an incompatible version."""
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    return str(value)
+
+
+def _dump(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, default=_json_default)
+
+
+class TraceWriter:
+    """Writes a run to ``path`` (appending: a resumed run continues the same file)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._pending: list[str] = []
+        self._messages_written = 0
+
+    def _write_sync(self, lines: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def _flush(self) -> None:
+        lines, self._pending = self._pending, []
+        if lines:
+            await anyio.to_thread.run_sync(self._write_sync, lines)
+
+    async def start(self, state: RunState) -> None:
+        kind = "resumed" if state.next_turn > 0 else "header"
+        self._messages_written = len(state.messages)
+        record: dict[str, Any] = {
+            "record": kind,
+            "format": FORMAT,
+            "version": VERSION,
+            "run_id": state.run_id,
+            "task": state.task,
+            "time": time.time(),
+            "next_turn": state.next_turn,
+        }
+        if kind == "header":
+            record["messages"] = [m.to_dict() for m in state.messages]
+            record["prompt_ids"] = list(state.prompt_ids)
+        self._pending.append(_dump(record))
+        await self._flush()
+
+    async def event(self, event: Event) -> None:
+        self._pending.append(_dump({"record": "event", "event": event_to_dict(event)}))
+        if event.type in _FLUSH_ON:
+            await self._flush()
+
+    async def step(self, state: RunState, output_ids: list[int], appended_ids: list[int]) -> None:
+        new = state.messages[self._messages_written :]
+        self._messages_written = len(state.messages)
+        call = state.tool_calls[-1] if state.tool_calls else None
+        self._pending.append(
+            _dump(
+                {
+                    "record": "step",
+                    "turn": state.next_turn - 1,
+                    "output_ids": list(output_ids),
+                    "appended_ids": list(appended_ids),
+                    "messages": [m.to_dict() for m in new],
+                    "tool_call": asdict(call) if call is not None else None,
+                    "usage": asdict(state.usage),
+                    "prompt_len": len(state.prompt_ids),
+                }
+            )
+        )
+        await self._flush()
+
+
+@dataclass
+class Trace:
+    """A loaded trace."""
+
+    path: Path
+    header: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    resumed: int = 0
+    truncated_tail: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return self.header["run_id"]
+
+    @property
+    def task(self) -> str:
+        return self.header["task"]
+
+    @property
+    def finished(self) -> bool:
+        return any(e.type == "run_finished" for e in self.events)
+
+    @property
+    def turn_outputs(self) -> list[list[int]]:
+        """The ids the model sampled in each turn, in order (what a ReplayEngine plays back)."""
+        return [list(e.output_ids) for e in self.events if e.type == "turn_finished"]
+
+    def resume_state(self) -> RunState:
+        """The run as it stood after its last complete step."""
+        if self.finished:
+            raise TraceError(
+                f"{self.path}: this run already finished with an answer; nothing to resume "
+                "(use `harmony-agent replay` to run it again)"
+            )
+        messages = [Message.from_dict(m) for m in self.header["messages"]]
+        prompt = list(self.header["prompt_ids"])
+        calls: list[ToolCallRecord] = []
+        usage = RunUsage()
+        next_turn = 0
+        for step in self.steps:
+            prompt += step["output_ids"] + step["appended_ids"]
+            if len(prompt) != step["prompt_len"]:
+                raise TraceError(
+                    f"{self.path}: step of turn {step['turn']} does not continue the previous "
+                    "one (token counts disagree); the trace is corrupt"
+                )
+            messages += [Message.from_dict(m) for m in step["messages"]]
+            if step["tool_call"] is not None:
+                calls.append(ToolCallRecord(**step["tool_call"]))
+            usage = RunUsage(**step["usage"])
+            next_turn = step["turn"] + 1
+        return RunState(self.run_id, self.task, messages, prompt, next_turn, calls, usage)
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read a trace; :class:`TraceError` with the reason when it cannot be used."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise TraceError(f"trace {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"cannot read trace {path}: {exc}") from None
+    if not lines:
+        raise TraceError(f"trace {path} is empty")
+    records: list[dict[str, Any]] = []
+    truncated = False
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # the process died while writing this line
+                truncated = True
+                break
+            raise TraceError(f"trace {path} line {number} is not JSON; the file is corrupt") from None
+        if not isinstance(record, dict) or "record" not in record:
+            raise TraceError(f"trace {path} line {number} is not a trace record")
+        records.append(record)
+    header = records[0] if records else {}
+    if header.get("format") != FORMAT or header.get("record") != "header":
+        raise TraceError(f"{path} is not a harmony-agent trace (no header on line 1)")
+    if header.get("version") != VERSION:
+        raise TraceError(
+            f"trace {path} has format version {header.get('version')}, this harmony-agent "
+            f"reads version {VERSION}; use the harmony-agent release that wrote it"
+        )
+    trace = Trace(path, header, truncated_tail=truncated)
+    for number, record in enumerate(records[1:], start=2):
+        kind = record["record"]
+        try:
+            if kind == "event":
+                trace.events.append(event_from_dict(record["event"]))
+            elif kind == "step":
+                trace.steps.append(record)
+            elif kind == "resumed":
+                trace.resumed += 1
+            else:
+                raise ValueError(f"unknown record kind {kind!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TraceError(f"trace {path} line {number}: {exc}") from None
+    return trace
