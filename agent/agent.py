@@ -41,8 +41,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -261,7 +261,9 @@ class Recorder(Protocol):
 
     async def start(self, state: RunState) -> None: ...
     async def event(self, event: Event) -> None: ...
-    async def step(self, state: RunState, output_ids: list[int], appended_ids: list[int]) -> None: ...
+    async def step(
+        self, state: RunState, output_ids: list[int], appended_ids: list[int]
+    ) -> None: ...
 
 
 class _Run:
@@ -299,8 +301,13 @@ class _Run:
 
     def state(self, prompt: list[int], next_turn: int) -> RunState:
         return RunState(
-            self.run_id, self.task, list(self.messages), list(prompt), next_turn,
-            list(self.calls), self.usage,
+            self.run_id,
+            self.task,
+            list(self.messages),
+            list(prompt),
+            next_turn,
+            list(self.calls),
+            self.usage,
         )
 
     async def events(self) -> AsyncIterator[Event]:

@@ -8,6 +8,7 @@ The answer goes to stdout; reasoning, tool activity, warnings and usage to stder
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from harmony_agent.engine.base import Engine
 from harmony_agent.tools.base import Tool, Toolset
 from harmony_agent.tools.function import tool as make_tool
@@ -121,6 +123,60 @@ def load_tools(targets: Sequence[str]) -> list[Tool | Toolset]:
     return tools
 
 
+def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> None:
+    if engine:
+        parser.add_argument(
+            "--engine",
+            help="scripted:FILE (JSON list of raw Harmony replies), vllm[:MODEL_OR_PATH] "
+            "(in-process vLLM), or http://HOST:PORT/v1 (OpenAI-compatible server); "
+            f"default ${ENGINE_ENV}, else vllm with openai/gpt-oss-20b",
+        )
+        parser.add_argument(
+            "--model", help="model name for HTTP engines (default: the server's only model)"
+        )
+        parser.add_argument(
+            "--api-key-env", help="environment variable holding the HTTP engine's API key"
+        )
+    parser.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="user functions or tools to enable (repeatable); a file path works too: tools.py:add",
+    )
+    parser.add_argument("--instructions", help="developer instructions")
+    parser.add_argument(
+        "--effort",
+        choices=["low", "medium", "high"],
+        default="medium",
+        help="reasoning effort (default medium)",
+    )
+    parser.add_argument("--max-turns", type=int, default=30, help="model turns before giving up")
+    parser.add_argument("--max-tokens", type=int, default=8192, help="sampling limit per turn")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (engine default)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON event per line on stdout"
+    )
+    parser.add_argument(
+        "--hide-reasoning", action="store_true", help="do not show the chain of thought"
+    )
+    parser.add_argument(
+        "--price-input", type=float, default=0.07, help="$ per million input tokens (default 0.07)"
+    )
+    parser.add_argument(
+        "--price-cached",
+        type=float,
+        default=0.04,
+        help="$ per million cached input tokens (default 0.04)",
+    )
+    parser.add_argument(
+        "--price-output",
+        type=float,
+        default=0.30,
+        help="$ per million output tokens (default 0.30)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harmony-agent",
@@ -134,48 +190,61 @@ def build_parser() -> argparse.ArgumentParser:
         "calls and usage to stderr (or JSON events on stdout with --json).",
     )
     run.add_argument("task", help="what the agent should do")
+    _agent_options(run)
     run.add_argument(
-        "--engine",
-        help="scripted:FILE (JSON list of raw Harmony replies), vllm[:MODEL_OR_PATH] "
-        "(in-process vLLM), or http://HOST:PORT/v1 (OpenAI-compatible server); "
-        f"default ${ENGINE_ENV}, else vllm with openai/gpt-oss-20b",
+        "--trace",
+        metavar="FILE",
+        help="write the run to FILE as JSON lines (resume, replay, trace view)",
     )
-    run.add_argument(
-        "--model", help="model name for HTTP engines (default: the server's only model)"
+
+    chat = sub.add_parser(
+        "chat",
+        help="a multi-turn conversation in the terminal",
+        description="Chat with the agent: one line per message, an empty line or EOF ends. "
+        "Earlier reasoning is dropped between your messages, as Harmony prescribes.",
     )
-    run.add_argument("--api-key-env", help="environment variable holding the HTTP engine's API key")
-    run.add_argument(
-        "--tools",
-        action="append",
-        default=[],
-        metavar="MODULE:ATTR",
-        help="user functions or tools to enable (repeatable); a file path works too: tools.py:add",
+    _agent_options(chat)
+
+    resume = sub.add_parser(
+        "resume",
+        help="continue a run that stopped, from its last complete step",
+        description="Continue the run recorded in TRACE (after a crash, Ctrl-C or an engine "
+        "failure) from its last complete step, appending to the same trace. Give the same "
+        "--tools as the original run.",
     )
-    run.add_argument("--instructions", help="developer instructions")
-    run.add_argument(
-        "--effort",
-        choices=["low", "medium", "high"],
-        default="medium",
-        help="reasoning effort (default medium)",
+    resume.add_argument("trace", metavar="TRACE", help="the trace file of the run")
+    _agent_options(resume)
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-run a trace's model outputs through the current tools",
+        description="Play back the model outputs recorded in TRACE, turn by turn, running the "
+        "current tools on them: a deterministic re-run. Reports tool outputs that changed.",
     )
-    run.add_argument("--max-turns", type=int, default=30, help="model turns before giving up")
-    run.add_argument("--max-tokens", type=int, default=8192, help="sampling limit per turn")
-    run.add_argument("--temperature", type=float, help="sampling temperature (engine default)")
-    run.add_argument("--json", action="store_true", help="print one JSON event per line on stdout")
-    run.add_argument(
-        "--hide-reasoning", action="store_true", help="do not show the chain of thought"
+    replay.add_argument("trace", metavar="TRACE", help="the trace file of the run")
+    _agent_options(replay, engine=False)
+
+    trace = sub.add_parser(
+        "trace", help="work with trace files", description="Work with trace files."
     )
-    run.add_argument("--price-input", type=float, default=0.07, help="$ per million input tokens")
-    run.add_argument("--price-cached", type=float, default=0.04, help="$ per million cached tokens")
-    run.add_argument("--price-output", type=float, default=0.30, help="$ per million output tokens")
+    trace_sub = trace.add_subparsers(dest="trace_command", metavar="SUBCOMMAND", required=True)
+    view = trace_sub.add_parser(
+        "view",
+        help="render a trace as one self-contained HTML page",
+        description="Render TRACE as a self-contained HTML page: turns, reasoning, tool calls, "
+        "results, durations, tokens and cached ratio, errors highlighted.",
+    )
+    view.add_argument("trace", metavar="TRACE", help="the trace file")
+    view.add_argument(
+        "-o", "--output", metavar="FILE", help="where to write the page (default: TRACE with .html)"
+    )
     return parser
 
 
-async def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+def _agent(args: argparse.Namespace, engine: Engine) -> Any:
     from .agent import Agent
 
-    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
-    agent = Agent(
+    return Agent(
         args.instructions,
         tools=load_tools(args.tools),
         engine=engine,
@@ -184,27 +253,139 @@ async def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         max_tokens_per_turn=args.max_tokens,
         temperature=args.temperature,
     )
-    view = EventView(
+
+
+def _view(args: argparse.Namespace, err: Console) -> EventView:
+    return EventView(
         err,
         show_reasoning=not args.hide_reasoning,
         prices=Prices(args.price_input, args.price_cached, args.price_output),
     )
-    final: str | None = None
+
+
+async def _drive(events: Any, args: argparse.Namespace, out: Console, view: EventView) -> Any:
+    """Show a run's events; returns its RunFinished event (None if it did not finish)."""
+    finished = None
     try:
-        async with engine:
-            async for event in agent.stream(args.task):
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
                 if args.json:
                     out.file.write(event_to_json(event) + "\n")
                     out.file.flush()
                 else:
                     view.handle(event)
                 if event.type == "run_finished":
-                    final = event.final_text
+                    finished = event
     finally:
         view.stop()
-    if final is not None and not args.json:
-        view.answer(out, final)
+    if finished is not None and not args.json:
+        view.answer(out, finished.final_text)
+    return finished
+
+
+async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
+    async with engine:
+        agent = _agent(args, engine)
+        await _drive(agent.stream(args.task, trace=args.trace), args, out, _view(args, err))
     return 0
+
+
+async def _cmd_chat(args: argparse.Namespace, out: Console, err: Console) -> int:
+    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
+    history = None
+    async with engine:
+        agent = _agent(args, engine)
+        while True:
+            if sys.stdin.isatty():
+                err.print("[bold green]you>[/] ", end="")
+            line = await anyio.to_thread.run_sync(sys.stdin.readline)
+            message = line.strip()
+            if not message or message in {"exit", "quit"}:
+                return 0
+            from .agent import _Run
+
+            run = _Run(agent, message, history, None)
+            finished = await _drive(run.events(), args, out, _view(args, err))
+            if finished is None:
+                return 1
+            history = run.result
+
+
+async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .trace import load_trace
+
+    state = load_trace(args.trace).resume_state()
+    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
+    async with engine:
+        agent = _agent(args, engine)
+        if not args.json:
+            err.print(
+                f"[dim]resuming run {state.run_id} at turn {state.next_turn + 1} "
+                f"({len(state.tool_calls)} tool calls done)[/]"
+            )
+        await _drive(agent.resume_stream(state, trace=args.trace), args, out, _view(args, err))
+    return 0
+
+
+async def _cmd_replay(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harmony_agent.engine.replay import ReplayEngine
+
+    from .trace import load_trace
+
+    trace = load_trace(args.trace)
+    engine = ReplayEngine(trace)
+    agent = _agent(args, engine)
+    recorded = [e for e in trace.events if e.type == "tool_result"]
+    run_events: list[Any] = []
+
+    async def collect() -> Any:
+        async for event in agent.resume_stream(_initial_state(trace)):
+            run_events.append(event)
+            yield event
+
+    await _drive(collect(), args, out, _view(args, err))
+    now = [e for e in run_events if e.type == "tool_result"]
+    changed = sum(1 for a, b in zip(recorded, now, strict=False) if a.output != b.output)
+    if not args.json:
+        err.print(
+            f"[dim]replayed {len(now)} tool calls; {changed} outputs differ from the trace[/]"
+        )
+    return 0
+
+
+def _initial_state(trace: Any) -> Any:
+    from openai_harmony import Message
+
+    from .agent import RunState
+
+    return RunState(
+        trace.run_id + "-replay",
+        trace.task,
+        [Message.from_dict(m) for m in trace.header["messages"]],
+        list(trace.header["prompt_ids"]),
+    )
+
+
+async def _cmd_trace(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .report import render_report
+    from .trace import load_trace
+
+    trace = load_trace(args.trace)
+    target = Path(args.output) if args.output else Path(args.trace).with_suffix(".html")
+    page = render_report(trace)
+    await anyio.Path(target).write_text(page, encoding="utf-8")
+    out.file.write(f"{target}\n")
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "chat": _cmd_chat,
+    "resume": _cmd_resume,
+    "replay": _cmd_replay,
+    "trace": _cmd_trace,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(file=sys.stdout, soft_wrap=True)
     err = Console(file=sys.stderr, soft_wrap=True)
     try:
-        return anyio.run(_run, args, out, err)
+        return anyio.run(_COMMANDS[args.command], args, out, err)
     except ConfigurationError as exc:
         print(f"harmony-agent: {exc}", file=sys.stderr)
         return 2
@@ -220,7 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"harmony-agent: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("harmony-agent: interrupted", file=sys.stderr)
+        print(
+            "harmony-agent: interrupted; what completed is in the trace, if one was written",
+            file=sys.stderr,
+        )
         return 130
 
 

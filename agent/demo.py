@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 
 import anyio
-from rich.console import Console
-
 from harmony_agent import Agent, tool
 from harmony_agent.engine import ScriptedEngine
+from rich.console import Console
 
 from ._console import EventView
 

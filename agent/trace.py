@@ -192,7 +192,9 @@ def load_trace(path: str | Path) -> Trace:
             if number == len(lines):  # the process died while writing this line
                 truncated = True
                 break
-            raise TraceError(f"trace {path} line {number} is not JSON; the file is corrupt") from None
+            raise TraceError(
+                f"trace {path} line {number} is not JSON; the file is corrupt"
+            ) from None
         if not isinstance(record, dict) or "record" not in record:
             raise TraceError(f"trace {path} line {number} is not a trace record")
         records.append(record)

@@ -17,12 +17,12 @@ __all__ = [
     "CALL",
     "DEFAULT_STOP_TOKEN_IDS",
     "RETURN",
-    "ReplayEngine",
     "Chunk",
     "Engine",
     "FinishReason",
     "FunctionEngine",
     "GenerationRequest",
+    "ReplayEngine",
     "ScriptedEngine",
     "TokenUsage",
 ]

@@ -136,3 +136,87 @@ def test_help_lists_every_option(workdir):
         "--instructions",
     ):
         assert option in proc.stdout
+
+
+def test_trace_resume_replay_and_view(workdir):
+    (workdir / "two.json").write_text(json.dumps(REPLIES[:1]))
+    (workdir / "rest.json").write_text(json.dumps(REPLIES[1:]))
+    # the first attempt dies when the engine runs out after the tool step
+    proc = cli(
+        workdir,
+        "run",
+        "2+3?",
+        "--engine",
+        "scripted:two.json",
+        "--tools",
+        "mytools:add",
+        "--trace",
+        "run.jsonl",
+    )
+    assert proc.returncode == 1
+    proc = cli(
+        workdir, "resume", "run.jsonl", "--engine", "scripted:rest.json", "--tools", "mytools:add"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "**5**\n" and "resuming run" in proc.stderr
+    proc = cli(workdir, "replay", "run.jsonl", "--tools", "mytools:add")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "**5**\n"
+    assert "replayed 1 tool calls; 0 outputs differ" in proc.stderr
+    proc = cli(workdir, "trace", "view", "run.jsonl", "-o", "report.html")
+    assert proc.returncode == 0, proc.stderr
+    page = (workdir / "report.html").read_text()
+    assert "functions.add" in page and "<details" in page
+
+
+def test_resume_of_a_finished_run_and_a_missing_trace(workdir):
+    proc = cli(
+        workdir,
+        "run",
+        "2+3?",
+        "--engine",
+        "scripted:replies.json",
+        "--tools",
+        "mytools:add",
+        "--trace",
+        "done.jsonl",
+    )
+    assert proc.returncode == 0
+    proc = cli(workdir, "resume", "done.jsonl", "--engine", "scripted:replies.json")
+    assert proc.returncode == 2 and "already finished" in proc.stderr
+    proc = cli(workdir, "trace", "view", "nope.jsonl")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_chat_keeps_the_conversation(workdir):
+    (workdir / "chat.json").write_text(
+        json.dumps(
+            [
+                "<|channel|>analysis<|message|>private<|end|><|start|>assistant<|channel|>final<|message|>Hello!<|return|>",
+                "<|channel|>final<|message|>You said hi before.<|return|>",
+            ]
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "harmony_agent", "chat", "--engine", "scripted:chat.json", "--json"],
+        cwd=workdir,
+        input="hi\nwhat did I say?\n\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    finals = [
+        json.loads(x)["final_text"]
+        for x in proc.stdout.splitlines()
+        if json.loads(x)["type"] == "run_finished"
+    ]
+    assert finals == ["Hello!", "You said hi before."]
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["chat"], ["resume"], ["replay"], ["trace", "view"], []]
+)
+def test_every_command_has_help(workdir, command):
+    proc = cli(workdir, *command, "--help")
+    assert proc.returncode == 0 and "usage: harmony-agent" in proc.stdout

@@ -6,7 +6,6 @@ import json
 
 import anyio
 import pytest
-
 from harmony_agent import Agent, tool
 from harmony_agent.engine import ReplayEngine, ScriptedEngine
 from harmony_agent.errors import ScriptExhaustedError
@@ -98,8 +97,14 @@ def test_a_half_written_last_line_is_ignored(tmp_path):
         ("", "is empty"),
         ('{"hello": 1}\n{"record": "x"}\n', "not a trace record"),
         ('{"record": "header", "format": "something-else"}\n', "not a harmony-agent trace"),
-        ('{"record": "header", "format": "harmony-agent-trace", "version": 99, "run_id": "x", "task": "t"}\n', "format version 99"),
-        ('{"record": "header", "format": "harmony-agent-trace", "version": 1}\nnot json\n{}\n', "line 2 is not JSON"),
+        (
+            '{"record": "header", "format": "harmony-agent-trace", "version": 99, "run_id": "x", "task": "t"}\n',
+            "format version 99",
+        ),
+        (
+            '{"record": "header", "format": "harmony-agent-trace", "version": 1}\nnot json\n{}\n',
+            "line 2 is not JSON",
+        ),
     ],
 )
 def test_bad_traces_are_clear_errors(tmp_path, content, message):
