@@ -17,10 +17,11 @@ The transcript keeps the ids exactly as sampled; only the parse sees the rewrite
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from openai_harmony import HarmonyError, Message, Role, StreamableParser, StreamState
+from openai_harmony import HarmonyError, Message, Role, StreamableParser
 
 __all__ = ["Delta", "MessageStart", "TurnParser", "normalize_header"]
 
@@ -97,6 +98,7 @@ class TurnParser:
         self._enc = encoding
         self._parser = StreamableParser(encoding, Role.ASSISTANT, strict=False)
         self._header: list[int] | None = []  # the prompt ends with <|start|>assistant
+        self._start: MessageStart | None = None  # the message whose content is streaming
         self.error: str | None = None
 
     @property
@@ -108,17 +110,22 @@ class TurnParser:
         return self._parser.current_channel, self._parser.current_recipient
 
     def _process(self, token: int, out: list[MessageStart | Delta]) -> None:
+        # The parser's `state` property decodes its whole state from JSON (cost grows with the
+        # message), so the header/content state is tracked here from the tokens instead.
         p = self._parser
-        before = p.state
         p.process(token)
-        if p.state == StreamState.CONTENT:
-            if before != StreamState.CONTENT:
-                out.append(
-                    MessageStart(p.current_channel, p.current_recipient, p.current_content_type)
-                )
+        if self._start is not None:
+            if token in _ENDS:
+                self._start = None
+                return
             delta = p.last_content_delta
             if delta:
-                out.append(Delta(p.current_channel, p.current_recipient, delta))
+                out.append(Delta(self._start.channel, self._start.recipient, delta))
+        elif token == MESSAGE:
+            self._start = MessageStart(
+                p.current_channel, p.current_recipient, p.current_content_type
+            )
+            out.append(self._start)
 
     def _flush_header(self, out: list[MessageStart | Delta], fix: bool) -> None:
         tokens, self._header = self._header or [], None
@@ -152,6 +159,26 @@ class TurnParser:
         except HarmonyError as exc:
             self.error = str(exc)
         return out
+
+    def feed_many(self, tokens: Sequence[int]) -> list[MessageStart | Delta]:
+        """Process a chunk of ids; consecutive deltas of one message come back joined."""
+        out: list[MessageStart | Delta] = []
+        for token in tokens:
+            out.extend(self.feed(token))
+        if len(out) < 2:
+            return out
+        joined: list[MessageStart | Delta] = [out[0]]
+        for item in out[1:]:
+            prev = joined[-1]
+            if (
+                isinstance(item, Delta)
+                and isinstance(prev, Delta)
+                and (item.channel, item.recipient) == (prev.channel, prev.recipient)
+            ):
+                joined[-1] = Delta(prev.channel, prev.recipient, prev.text + item.text)
+            else:
+                joined.append(item)
+        return joined
 
     def finish_eos(self) -> list[MessageStart | Delta]:
         """Generation stopped without a stop token (length): close the open message."""

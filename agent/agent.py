@@ -54,6 +54,7 @@ from . import _harmony as hm
 from ._encoding import load_encoding
 from ._parse import Delta, MessageStart, TurnParser
 from ._registry import NOT_A_TOOL, ToolRegistry
+from ._transcript import Transcript
 from .errors import (
     ConfigurationError,
     ContextOverflowError,
@@ -299,7 +300,7 @@ class _Run:
             await self.recorder.event(event)
         return event
 
-    def state(self, prompt: list[int], next_turn: int) -> RunState:
+    def state(self, prompt: Sequence[int], next_turn: int) -> RunState:
         return RunState(
             self.run_id,
             self.task,
@@ -347,10 +348,7 @@ class _Run:
             or DEFAULT_CONTEXT_WINDOW
         )
 
-    async def _sample(
-        self, prompt: list[int], parser: TurnParser, output: list[int]
-    ) -> AsyncIterator[Event | Chunk]:
-        """One engine request; yields content events and, last, the final chunk."""
+    def _request(self, prompt: Sequence[int]) -> GenerationRequest:
         agent = self.agent
         room = self._window() - len(prompt)
         if room < 16:
@@ -358,7 +356,7 @@ class _Run:
                 f"the prompt is {len(prompt)} tokens and the context window {self._window()}: "
                 "no room left to answer. Start a new run, or use fewer/shorter tool outputs."
             )
-        request = GenerationRequest(
+        return GenerationRequest(
             prompt_ids=prompt,
             max_tokens=min(agent.max_tokens_per_turn, room),
             stop_token_ids=tuple(agent.encoding.stop_tokens_for_assistant_actions()),
@@ -368,30 +366,6 @@ class _Run:
             session_id=self.run_id,
             request_id=f"{self.run_id}-{self.turn}",
         )
-        last: Chunk | None = None
-        try:
-            async with aclosing(agent.engine.generate(request)) as chunks:
-                async for chunk in chunks:
-                    output.extend(chunk.token_ids)
-                    for token in chunk.token_ids:
-                        for item in parser.feed(token):
-                            event = self._visible(item)
-                            if event is not None:
-                                yield event
-                    if chunk.finish_reason is not None:
-                        last = chunk
-                        break
-        except HarmonyAgentError:
-            raise
-        except Exception as exc:  # an engine that did not map its own failure
-            raise EngineError(
-                f"{type(agent.engine).__name__} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if last is None:
-            raise EngineError(
-                f"{type(agent.engine).__name__} ended the stream without a finish reason"
-            )
-        yield last
 
     def _visible(self, item: MessageStart | Delta) -> Event | None:
         if isinstance(item, MessageStart):
@@ -414,24 +388,41 @@ class _Run:
         return TextDelta(**kw)
 
     async def _loop(
-        self, prompt: list[int], ctx: RunContext, first_turn: int
+        self, prompt: Sequence[int], ctx: RunContext, first_turn: int
     ) -> AsyncIterator[Event]:
         agent = self.agent
         enc = agent.encoding
         consecutive_errors = 0
+        transcript = Transcript(prompt)
         for turn in range(first_turn, agent.max_turns):
             self.turn = turn
+            prompt = transcript.view()
             parser = TurnParser(enc)
             output: list[int] = []
             started = time.perf_counter()
             last: Chunk | None = None
-            async with aclosing(self._sample(prompt, parser, output)) as items:
-                async for item in items:
-                    if isinstance(item, Chunk):
-                        last = item
-                    else:
-                        yield item
-            assert last is not None
+            engine = agent.engine
+            try:
+                async with aclosing(engine.generate(self._request(prompt))) as chunks:
+                    async for chunk in chunks:
+                        output.extend(chunk.token_ids)
+                        for item in parser.feed_many(chunk.token_ids):
+                            event = self._visible(item)
+                            if event is not None:
+                                yield event
+                        if chunk.finish_reason is not None:
+                            last = chunk
+                            break
+            except HarmonyAgentError:
+                raise
+            except Exception as exc:  # an engine that did not map its own failure
+                raise EngineError(
+                    f"{type(engine).__name__} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            if last is None:
+                raise EngineError(
+                    f"{type(engine).__name__} ended the stream without a finish reason"
+                )
             if last.finish_reason == "length":
                 parser.finish_eos()
             usage = last.usage
@@ -460,7 +451,6 @@ class _Run:
                     f"the engine aborted the request of turn {turn}; check the engine's logs"
                 )
             new = list(parser.messages)
-            final_prompt_ids = prompt
             if parser.error is not None:
                 # Unparseable output: sample the turn again (same prompt, so still a cache hit).
                 consecutive_errors += 1
@@ -522,9 +512,12 @@ class _Run:
                 )
                 self.messages.append(result_msg)
                 appended = hm.render_tool_result(enc, result_msg)
-                prompt = [*prompt, *output, *appended]
+                transcript.extend(output)
+                transcript.extend(appended)
                 if self.recorder is not None:
-                    await self.recorder.step(self.state(prompt, turn + 1), output, appended)
+                    await self.recorder.step(
+                        self.state(transcript.view(), turn + 1), output, appended
+                    )
                 continue
             # No tool call: this turn ends the run.
             text, warning = self._final_text(new, last)
@@ -537,8 +530,8 @@ class _Run:
                 usage=self.usage,
                 events=self.events_seen,
                 messages=self.messages,
-                prompt_ids=final_prompt_ids,
-                token_ids=[*final_prompt_ids, *output],
+                prompt_ids=prompt.tolist(),
+                token_ids=[*prompt, *output],
                 finish_reason=last.finish_reason or "stop",
                 truncated=last.finish_reason == "length",
             )
