@@ -11,7 +11,6 @@ from pathlib import Path
 
 import anyio
 from openai_harmony import (
-    Author,
     Conversation,
     Message,
     Role,
@@ -19,14 +18,13 @@ from openai_harmony import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import Figure, median_time, print_table  # noqa: E402
-
-from harmony_agent import Agent, tool  # noqa: E402
-from harmony_agent import _harmony as hm  # noqa: E402
-from harmony_agent._encoding import load_encoding  # noqa: E402
-from harmony_agent._transcript import Transcript  # noqa: E402
-from harmony_agent.engine import Chunk, Engine, GenerationRequest, TokenUsage  # noqa: E402
-from harmony_agent.engine.testing import ScriptedEngine  # noqa: E402
+from _report import Figure, median_time, print_table
+from harmony_agent import Agent, tool
+from harmony_agent import _harmony as hm
+from harmony_agent._encoding import load_encoding
+from harmony_agent._transcript import Transcript
+from harmony_agent.engine import Chunk, Engine, GenerationRequest, TokenUsage
+from harmony_agent.engine.testing import ScriptedEngine
 
 ENC = load_encoding()
 
@@ -48,7 +46,9 @@ def per_token(tokens: int, chunk: int) -> float:
     words = "The quick brown fox jumps over the lazy dog. " * (tokens // 10 + 1)
     reasoning = ENC.encode("<|channel|>analysis<|message|>", allowed_special="all")
     body = ENC.encode(words)[: tokens // 2]
-    final = ENC.encode("<|end|><|start|>assistant<|channel|>final<|message|>", allowed_special="all")
+    final = ENC.encode(
+        "<|end|><|start|>assistant<|channel|>final<|message|>", allowed_special="all"
+    )
     ids = reasoning + body + final + body + [200002]
     engine = Firehose(ids, chunk)
     agent = Agent(engine=engine, max_tokens_per_turn=len(ids) + 10)
@@ -61,16 +61,22 @@ def per_token(tokens: int, chunk: int) -> float:
         anyio.run(one)
 
     # subtract the fixed cost of a run (prompt render, setup) measured on a 1-token reply
-    tiny = Agent(engine=Firehose(ENC.encode("<|channel|>final<|message|>x<|return|>",
-                                            allowed_special="all"), chunk))
+    tiny = Agent(
+        engine=Firehose(
+            ENC.encode("<|channel|>final<|message|>x<|return|>", allowed_special="all"), chunk
+        )
+    )
     fixed = median_time(lambda: anyio.run(lambda: tiny.run("go")), 9)
     total = median_time(run, 5)
     return (total - fixed) / len(ids) * 1e6
 
 
 def parser_only(tokens: int) -> float:
-    ids = ENC.encode("<|channel|>final<|message|>", allowed_special="all") + ENC.encode(
-        "hello world " * tokens)[:tokens] + [200002]
+    ids = (
+        ENC.encode("<|channel|>final<|message|>", allowed_special="all")
+        + ENC.encode("hello world " * tokens)[:tokens]
+        + [200002]
+    )
 
     def run() -> None:
         p = StreamableParser(ENC, Role.ASSISTANT, strict=False)
@@ -88,9 +94,11 @@ def build_history(target_tokens: int) -> tuple[list[Message], list[int], list[in
         Message.from_role_and_content(Role.USER, "Research the topic."),
     ]
     page = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40  # ~500 tokens
-    call_text = ('<|channel|>analysis<|message|>Look further.<|end|><|start|>assistant'
-                 '<|channel|>commentary to=functions.fetch <|constrain|>json<|message|>'
-                 '{"page": 1}<|call|>')
+    call_text = (
+        "<|channel|>analysis<|message|>Look further.<|end|><|start|>assistant"
+        "<|channel|>commentary to=functions.fetch <|constrain|>json<|message|>"
+        '{"page": 1}<|call|>'
+    )
     output = ENC.encode(call_text, allowed_special="all")
     transcript = Transcript(hm.render_prompt(ENC, messages))
     while len(transcript) < target_tokens:
@@ -186,21 +194,55 @@ def run(quick: bool = False) -> list[Figure]:
     tokens = 4_000 if quick else 20_000
     for chunk in (1, 16):
         us = per_token(tokens, chunk)
-        figures.append(Figure("runtime", f"full loop, {chunk}-token chunks", us, "µs/token",
-                              "≤ 5", f"{1e6 / us:,.0f} tok/s on one core"))
-    figures.append(Figure("runtime", "harmony parser alone", parser_only(tokens), "µs/token", "",
-                          "StreamableParser.process + delta"))
+        figures.append(
+            Figure(
+                "runtime",
+                f"full loop, {chunk}-token chunks",
+                us,
+                "µs/token",
+                "≤ 5",
+                f"{1e6 / us:,.0f} tok/s on one core",
+            )
+        )
+    figures.append(
+        Figure(
+            "runtime",
+            "harmony parser alone",
+            parser_only(tokens),
+            "µs/token",
+            "",
+            "StreamableParser.process + delta",
+        )
+    )
     for context in (1_000, 10_000, 50_000, 100_000) if not quick else (1_000, 10_000):
         ours, theirs = per_turn(context)
-        figures.append(Figure("per-turn", f"append next turn at {context // 1000}k ctx",
-                              ours * 1e3, "ms", "flat"))
-        figures.append(Figure("per-turn", f"re-render next turn at {context // 1000}k ctx",
-                              theirs * 1e3, "ms", "", f"ratio {theirs / ours:,.0f}×"
-                              + (" (target ≥ 50×)" if context == 100_000 else "")))
+        figures.append(
+            Figure(
+                "per-turn", f"append next turn at {context // 1000}k ctx", ours * 1e3, "ms", "flat"
+            )
+        )
+        figures.append(
+            Figure(
+                "per-turn",
+                f"re-render next turn at {context // 1000}k ctx",
+                theirs * 1e3,
+                "ms",
+                "",
+                f"ratio {theirs / ours:,.0f}×" + (" (target ≥ 50×)" if context == 100_000 else ""),
+            )
+        )
     ours, theirs = prefix_reuse()
     figures.append(Figure("prefix", "prompt continues sampled history (ours)", ours, "%", "100"))
-    figures.append(Figure("prefix", "prompt continues sampled history (re-render)", theirs, "%",
-                          "", "harmony re-render, auto-drop on"))
+    figures.append(
+        Figure(
+            "prefix",
+            "prompt continues sampled history (re-render)",
+            theirs,
+            "%",
+            "",
+            "harmony re-render, auto-drop on",
+        )
+    )
     return figures
 
 
