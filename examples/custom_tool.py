@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 from harmony_agent import Agent, RunContext, Tool
@@ -25,7 +25,7 @@ from harmony_agent.errors import ToolExecutionError
 class Notebook(Tool):
     name = "notebook"
     description = "Keep notes during the task. action=add stores text; action=list shows all notes."
-    parameters = {
+    parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
             "action": {"type": "string", "enum": ["add", "list"]},
@@ -35,7 +35,7 @@ class Notebook(Tool):
     }
     timeout = 5.0
 
-    closed: list[list[str]] = []  # what each finished run had written (for the demo)
+    closed: ClassVar[list[list[str]]] = []  # what each finished run had written
 
     def normalize_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
         if "note" in arguments and "text" not in arguments:  # a slip models make
