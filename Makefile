@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps test test-core demo lint format clean
+.PHONY: setup system-deps test test-core demo bench lint format clean
 
 # Debian packages: Chromium for the browser tool, bubblewrap for the python sandbox.
 system-deps:
@@ -28,6 +28,9 @@ test: test-core
 
 demo: setup
 	$(BIN)/python -m harmony_agent.demo
+
+bench: setup
+	$(BIN)/python bench/run_all.py
 
 lint: setup
 	$(BIN)/ruff check agent tools engine tests examples bench

@@ -64,3 +64,18 @@ def write_json(figures: list[Figure], path: Path, command: str) -> None:
         "figures": [asdict(f) for f in figures],
     }
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main_cli(run: Callable[[bool], list[Figure]], title: str) -> None:
+    """``python bench/X.py [--quick] [--json FILE]``: print the table, optionally write JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=title)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    figures = run(args.quick)
+    print_table(figures, f"{title} ({time.perf_counter() - start:.0f} s)")
+    if args.json:
+        write_json(figures, args.json, "python " + " ".join(__import__("sys").argv))

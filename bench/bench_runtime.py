@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from openai_harmony import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import Figure, median_time, print_table
+from _report import Figure, main_cli, median_time
 from harmony_agent import Agent, tool
 from harmony_agent import _harmony as hm
 from harmony_agent._encoding import load_encoding
@@ -247,6 +246,4 @@ def run(quick: bool = False) -> list[Figure]:
 
 
 if __name__ == "__main__":
-    start = time.perf_counter()
-    figures = run(quick="--quick" in sys.argv)
-    print_table(figures, f"runtime benchmarks ({time.perf_counter() - start:.0f} s)")
+    main_cli(run, "runtime benchmarks")
