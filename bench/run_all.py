@@ -49,9 +49,13 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     print_table(figures, f"harmony-agent benchmarks ({elapsed:.0f} s)")
     command = "make bench" + (" (quick)" if quick else "")
-    data = {"machine": machine(), "command": command,
-            "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "figures": [f.__dict__ for f in figures], "failed": failures}
+    data = {
+        "machine": machine(),
+        "command": command,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "figures": [f.__dict__ for f in figures],
+        "failed": failures,
+    }
     (ROOT / "bench" / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     write_markdown(figures, data)
     if failures:
@@ -63,10 +67,13 @@ def write_markdown(figures: list[Figure], data: dict) -> None:
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n<!-- results -->\n"
     rows = ["| group | figure | value | unit | target | note |", "|---|---|---:|---|---|---|"]
-    rows += [f"| {f.group} | {f.name} | {f.shown} | {f.unit} | {f.target} | {f.note} |"
-             for f in figures]
-    block = (f"<!-- results -->\nLatest run: {data['time']} on {data['machine']}, "
-             f"`{data['command']}`.\n\n" + "\n".join(rows) + "\n<!-- /results -->")
+    rows += [
+        f"| {f.group} | {f.name} | {f.shown} | {f.unit} | {f.target} | {f.note} |" for f in figures
+    ]
+    block = (
+        f"<!-- results -->\nLatest run: {data['time']} on {data['machine']}, "
+        f"`{data['command']}`.\n\n" + "\n".join(rows) + "\n<!-- /results -->"
+    )
     head, _, rest = text.partition("<!-- results -->")
     _, _, tail = rest.partition("<!-- /results -->")
     path.write_text(head + block + tail)
