@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from openai_harmony import HarmonyError, Message, Role, StreamableParser
 
@@ -77,15 +76,14 @@ def normalize_header(header: str) -> str:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class MessageStart:
+# NamedTuples: made once per sampled token, so they must be cheap.
+class MessageStart(NamedTuple):
     channel: str | None
     recipient: str | None
     content_type: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Delta:
+class Delta(NamedTuple):
     channel: str | None
     recipient: str | None
     text: str
@@ -162,6 +160,8 @@ class TurnParser:
 
     def feed_many(self, tokens: Sequence[int]) -> list[MessageStart | Delta]:
         """Process a chunk of ids; consecutive deltas of one message come back joined."""
+        if len(tokens) == 1:
+            return self.feed(tokens[0])
         out: list[MessageStart | Delta] = []
         for token in tokens:
             out.extend(self.feed(token))

@@ -332,7 +332,10 @@ class _Run:
             ) as ctx:
                 async with aclosing(self._loop(prompt, ctx, first_turn)) as loop:
                     async for event in loop:
-                        yield await self._emit(event)
+                        self.events_seen.append(event)
+                        if self.recorder is not None:
+                            await self.recorder.event(event)
+                        yield event
         except HarmonyAgentError as exc:
             yield await self._emit(
                 ErrorEvent(
@@ -380,12 +383,12 @@ class _Run:
             return None
         if item.recipient and item.recipient not in NOT_A_TOOL:
             return None  # arguments of a call: reported whole in ToolCallEvent
-        kw = {"run_id": self.run_id, "turn": self.turn, "delta": item.text}
-        if item.channel == "analysis":
-            return ReasoningDelta(**kw)
-        if item.channel == "commentary":
-            return PreambleDelta(**kw)
-        return TextDelta(**kw)
+        channel = item.channel
+        if channel == "analysis":
+            return ReasoningDelta(run_id=self.run_id, turn=self.turn, delta=item.text)
+        if channel == "commentary":
+            return PreambleDelta(run_id=self.run_id, turn=self.turn, delta=item.text)
+        return TextDelta(run_id=self.run_id, turn=self.turn, delta=item.text)
 
     async def _loop(
         self, prompt: Sequence[int], ctx: RunContext, first_turn: int

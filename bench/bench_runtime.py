@@ -32,13 +32,15 @@ class Firehose(Engine):
     """Yields precomputed chunks as fast as the consumer takes them."""
 
     def __init__(self, ids: list[int], chunk: int) -> None:
-        self.chunks = [tuple(ids[i : i + chunk]) for i in range(0, len(ids), chunk)]
+        pieces = [tuple(ids[i : i + chunk]) for i in range(0, len(ids), chunk)]
+        self.chunks = [Chunk(piece) for piece in pieces[:-1]]
+        self.last = pieces[-1]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        for piece in self.chunks[:-1]:
-            yield Chunk(piece)
-        last = self.chunks[-1]
-        yield Chunk(last, "stop", last[-1], TokenUsage(len(request.prompt_ids), 0, None))
+        for chunk in self.chunks:
+            yield chunk
+        last = self.last
+        yield Chunk(last, "stop", last[-1], TokenUsage(len(request.prompt_ids), len(last), None))
 
 
 def per_token(tokens: int, chunk: int) -> float:
