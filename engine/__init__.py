@@ -13,6 +13,23 @@ from .base import (
 from .replay import ReplayEngine
 from .testing import FunctionEngine, ScriptedEngine
 
+
+def __getattr__(name: str):  # heavy engines are imported on first use
+    if name == "OpenAICompatibleEngine":
+        from .openai_http import OpenAICompatibleEngine
+
+        return OpenAICompatibleEngine
+    if name == "VLLMEngine":
+        from .vllm import VLLMEngine
+
+        return VLLMEngine
+    if name == "engine_from_spec":
+        from ._spec import engine_from_spec
+
+        return engine_from_spec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CALL",
     "DEFAULT_STOP_TOKEN_IDS",
@@ -22,7 +39,10 @@ __all__ = [
     "FinishReason",
     "FunctionEngine",
     "GenerationRequest",
+    "OpenAICompatibleEngine",
     "ReplayEngine",
     "ScriptedEngine",
     "TokenUsage",
+    "VLLMEngine",
+    "engine_from_spec",
 ]

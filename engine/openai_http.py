@@ -1,0 +1,435 @@
+"""``OpenAICompatibleEngine``: token ids over HTTP to a vLLM server or Fireworks.
+
+The prompt goes to ``POST {base_url}/completions`` as token ids, with ``stream``, the stop
+token ids and ``return_token_ids``; the sampled ids come back in the SSE chunks. No chat
+template, no re-rendering: the server sees exactly the prompt the agent built.
+
+Example::
+
+    from harmony_agent.engine import OpenAICompatibleEngine
+
+    engine = OpenAICompatibleEngine("http://127.0.0.1:8000/v1")        # vLLM: vllm serve ...
+    fireworks = OpenAICompatibleEngine(
+        "https://api.fireworks.ai/inference/v1",
+        model="accounts/fireworks/models/gpt-oss-20b",
+        api_key_env="FIREWORKS_API_KEY",
+        flavor="fireworks",
+    )
+
+Timeouts: ``connect_timeout`` to open a connection, ``first_token_timeout`` until the first
+sampled id, ``token_timeout`` between ids. Failures before the first id (refused, reset, 5xx,
+429) are retried ``max_retries`` times with exponential backoff; after it nothing is retried,
+since ids were already streamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Literal
+
+import anyio
+import httpx
+from harmony_agent.errors import (
+    ConfigurationError,
+    EngineError,
+    EngineRequestError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+)
+
+from .base import CALL, RETURN, Chunk, Engine, GenerationRequest, TokenUsage
+
+__all__ = ["OpenAICompatibleEngine"]
+
+Flavor = Literal["vllm", "fireworks"]
+_STOP_STRINGS = {"<|return|>": RETURN, "<|call|>": CALL}
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class _Retryable(Exception):
+    """A failure before the first token: worth another try."""
+
+    def __init__(self, error: EngineError) -> None:
+        self.error = error
+
+
+class OpenAICompatibleEngine(Engine):
+    """An OpenAI-compatible ``/completions`` endpoint that takes and returns token ids."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        flavor: Flavor = "vllm",
+        stream: bool = True,
+        connect_timeout: float = 10.0,
+        first_token_timeout: float = 300.0,
+        token_timeout: float = 60.0,
+        max_retries: int = 3,
+        retry_backoff: float = 0.5,
+        context_window: int | None = None,
+        headers: dict[str, str] | None = None,
+        extra_body: dict[str, Any] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"base_url must start with http:// or https://, got {base_url!r} "
+                "(e.g. http://127.0.0.1:8000/v1)"
+            )
+        if flavor not in ("vllm", "fireworks"):
+            raise ConfigurationError(f"flavor must be 'vllm' or 'fireworks', got {flavor!r}")
+        if api_key is None and api_key_env is not None:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise ConfigurationError(
+                    f"the API key variable {api_key_env} is not set; export it or drop --api-key-env"
+                )
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.flavor = flavor
+        self.stream = stream
+        self.first_token_timeout = first_token_timeout
+        self.token_timeout = token_timeout
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.context_window = context_window
+        self.extra_body = extra_body or {}
+        self._headers = {"accept": "text/event-stream" if stream else "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._headers.update(headers or {})
+        self._timeout = httpx.Timeout(
+            connect=connect_timeout, read=None, write=connect_timeout, pool=None
+        )
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._model_lock = anyio.Lock()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+                transport=self._transport,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _model_name(self) -> str:
+        if self.model is not None:
+            return self.model
+        async with self._model_lock:
+            if self.model is None:
+                url = f"{self.base_url}/models"
+                try:
+                    response = await self._http().get(url, headers=self._headers, timeout=30)
+                except httpx.HTTPError as exc:
+                    raise EngineUnavailableError(
+                        f"cannot reach {url}: {type(exc).__name__}: {exc}. Is the server "
+                        "running? Start one with `vllm serve openai/gpt-oss-20b`, or pass "
+                        "another --engine."
+                    ) from exc
+                if response.status_code != 200:
+                    raise _status_error(url, response.status_code, response.text, None)
+                names = [m.get("id") for m in response.json().get("data", [])]
+                if len(names) != 1:
+                    raise ConfigurationError(
+                        f"{url} serves {len(names)} models ({', '.join(map(str, names))}); "
+                        "choose one with model= (--model)"
+                    )
+                self.model = names[0]
+        assert self.model is not None
+        return self.model
+
+    def _body(self, request: GenerationRequest, model: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": list(request.prompt_ids),
+            "max_tokens": request.max_tokens,
+            "stream": self.stream,
+            "return_token_ids": True,
+        }
+        for key in ("temperature", "top_p", "seed"):
+            value = getattr(request, key)
+            if value is not None:
+                body[key] = value
+        if self.flavor == "vllm":
+            body["stop_token_ids"] = list(request.stop_token_ids)
+            body["skip_special_tokens"] = False
+            if self.stream:
+                body["stream_options"] = {"include_usage": True}
+            if request.constraint is not None:
+                body["structured_outputs"] = request.constraint
+        else:
+            names = {v: k for k, v in _STOP_STRINGS.items()}
+            body["stop"] = [names[t] for t in request.stop_token_ids if t in names]
+            body["raw_output"] = True
+            if request.session_id:
+                body["prompt_cache_key"] = request.session_id
+            if request.constraint is not None:
+                body["response_format"] = request.constraint
+        if request.request_id and self.flavor == "vllm":
+            body["request_id"] = request.request_id
+        body.update(self.extra_body)
+        return body
+
+    def _request_headers(self, request: GenerationRequest) -> dict[str, str]:
+        headers = dict(self._headers)
+        if request.session_id:
+            name = "x-session-affinity" if self.flavor == "fireworks" else "x-session-id"
+            headers[name] = request.session_id
+        return headers
+
+    # --- the contract ----------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        model = await self._model_name()
+        body = self._body(request, model)
+        url = f"{self.base_url}/completions"
+        headers = self._request_headers(request)
+        attempt = 0
+        while True:
+            streamed = False
+            try:
+                async with aclosing(self._attempt(url, body, headers, request)) as chunks:
+                    async for chunk in chunks:
+                        streamed = True
+                        yield chunk
+                return
+            except _Retryable as retry:
+                if streamed or attempt >= self.max_retries:
+                    raise retry.error from None
+                await anyio.sleep(self.retry_backoff * 2**attempt)
+                attempt += 1
+
+    async def _attempt(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], request: GenerationRequest
+    ) -> AsyncIterator[Chunk]:
+        received = 0
+        try:
+            async with self._http().stream("POST", url, json=body, headers=headers) as response:
+                if response.status_code != 200:
+                    text = (await response.aread()).decode(errors="replace")
+                    error = _status_error(url, response.status_code, text, body.get("model"))
+                    if response.status_code in _RETRY_STATUS:
+                        raise _Retryable(error)
+                    raise error
+                cached_header = response.headers.get("fireworks-cached-prompt-tokens")
+                if self.stream:
+                    source = self._sse(response, request)
+                else:
+                    source = self._whole(response, request)
+                async with aclosing(source) as parts:
+                    async for ids, finish, stop_reason, usage in parts:
+                        received += len(ids)
+                        if finish is None:
+                            if ids:
+                                yield Chunk(tuple(ids))
+                            continue
+                        yield self._last(ids, finish, stop_reason, usage, cached_header, request)
+                        return
+            raise EngineError(
+                f"{url} ended the stream after {received} tokens without a finish reason"
+            )
+        except httpx.ConnectError as exc:
+            raise _Retryable(
+                EngineUnavailableError(
+                    f"cannot connect to {url}: {exc}. Is the server running and the URL "
+                    "right? (vLLM: `vllm serve openai/gpt-oss-20b`, then --engine "
+                    "http://HOST:8000/v1)"
+                )
+            ) from exc
+        except httpx.ConnectTimeout as exc:
+            raise _Retryable(
+                EngineTimeoutError(f"connecting to {url} timed out; is the host reachable?")
+            ) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            error = EngineError(
+                f"the connection to {url} broke after {received} tokens "
+                f"({type(exc).__name__}: {exc}); check the server's logs"
+            )
+            if received == 0:
+                raise _Retryable(error) from exc
+            raise error from exc
+
+    async def _lines(
+        self, response: httpx.Response, request: GenerationRequest
+    ) -> AsyncIterator[str]:
+        lines = response.aiter_lines()  # closed with the response
+        first = True
+        while True:
+            limit = self.first_token_timeout if first else self.token_timeout
+            try:
+                with anyio.fail_after(limit):
+                    line = await lines.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                what = "the first token" if first else "the next token"
+                raise EngineTimeoutError(
+                    f"{self.base_url} sent nothing for {limit:g} s while waiting for {what}; "
+                    "the server is stalled or overloaded (raise first_token_timeout / "
+                    "token_timeout if it is just slow)"
+                ) from None
+            if line.startswith("data:"):
+                first = False
+            yield line
+
+    async def _sse(self, response: httpx.Response, request: GenerationRequest):
+        finish = stop_reason = usage = None
+        tail: list[int] = []
+        async for line in self._lines(response, request):
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                break
+            event = _json(payload, self.base_url)
+            if "error" in event and not event.get("choices"):
+                raise EngineRequestError(
+                    f"{self.base_url} reported an error mid-stream: {event['error']}"
+                )
+            usage = event.get("usage") or usage
+            for choice in event.get("choices") or []:
+                ids = self._ids(choice)
+                if choice.get("finish_reason"):
+                    finish, stop_reason = choice["finish_reason"], choice.get("stop_reason")
+                    tail.extend(ids)
+                elif finish is None:
+                    yield ids, None, None, None
+                else:
+                    tail.extend(ids)
+        if finish is None:
+            raise EngineError(
+                f"{self.base_url} closed the stream without a finish reason; check its logs"
+            )
+        yield tail, finish, stop_reason, usage
+
+    async def _whole(self, response: httpx.Response, request: GenerationRequest):
+        with anyio.fail_after(self.first_token_timeout):
+            data = _json((await response.aread()).decode(errors="replace"), self.base_url)
+        choice = (data.get("choices") or [{}])[0]
+        yield (
+            self._ids(choice),
+            choice.get("finish_reason") or "stop",
+            choice.get("stop_reason"),
+            data.get("usage"),
+        )
+
+    def _ids(self, choice: dict[str, Any]) -> list[int]:
+        ids = choice.get("token_ids")
+        if ids is None and isinstance(choice.get("raw_output"), dict):
+            ids = choice["raw_output"].get("completion_token_ids")
+        if ids is None:
+            if choice.get("text"):
+                raise EngineRequestError(
+                    f"{self.base_url} returned text but no token ids: the server must support "
+                    "`return_token_ids` (vLLM ≥ 0.10.2; Fireworks with raw_output). Upgrade "
+                    "the server or use another engine."
+                )
+            return []
+        return [int(t) for t in ids]
+
+    def _last(
+        self,
+        ids: list[int],
+        finish: str,
+        stop_reason: Any,
+        usage: dict[str, Any] | None,
+        cached_header: str | None,
+        request: GenerationRequest,
+    ) -> Chunk:
+        reason = "length" if finish == "length" else "abort" if finish == "abort" else "stop"
+        stop_id = None
+        if reason == "stop":
+            if ids and ids[-1] in request.stop_token_ids:
+                stop_id = ids[-1]
+            else:
+                # string stops (Fireworks) come back without the stop token: put it back, so the
+                # transcript holds what the model really sampled.
+                if isinstance(stop_reason, int):
+                    stop_id = stop_reason
+                elif isinstance(stop_reason, str) and stop_reason in _STOP_STRINGS:
+                    stop_id = _STOP_STRINGS[stop_reason]
+                else:
+                    stop_id = CALL if _ends_in_call(ids) else RETURN
+                ids = [*ids, stop_id]
+        cached = None
+        if usage:
+            details = usage.get("prompt_tokens_details") or {}
+            if details.get("cached_tokens") is not None:
+                cached = int(details["cached_tokens"])
+        if cached is None and cached_header is not None and cached_header.isdigit():
+            cached = int(cached_header)
+        token_usage = TokenUsage(
+            prompt_tokens=int((usage or {}).get("prompt_tokens") or len(request.prompt_ids)),
+            output_tokens=int((usage or {}).get("completion_tokens") or 0),
+            cached_prompt_tokens=cached,
+        )
+        return Chunk(tuple(ids), reason, stop_id, token_usage)  # type: ignore[arg-type]
+
+
+def _ends_in_call(ids: list[int]) -> bool:
+    """Whether the last message of a completion addresses a tool (its header has ``to=``)."""
+    from harmony_agent._encoding import load_encoding
+
+    start = max((i for i, t in enumerate(ids) if t in (200006,)), default=-1)
+    try:
+        message = ids.index(200008, start + 1)
+    except ValueError:
+        return False
+    return "to=" in load_encoding().decode(ids[start + 1 : message])
+
+
+def _json(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise EngineRequestError(
+            f"{where} sent something that is not JSON: {text[:200]!r}; is it an "
+            "OpenAI-compatible server?"
+        ) from None
+    if not isinstance(data, dict):
+        raise EngineRequestError(f"{where} sent an unexpected response: {text[:200]!r}")
+    return data
+
+
+def _server_message(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return text.strip()[:500]
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("detail") or error)[:500]
+    return str(error)[:500]
+
+
+def _status_error(url: str, status: int, text: str, model: str | None) -> EngineError:
+    message = _server_message(text)
+    if status in (401, 403):
+        return EngineRequestError(
+            f"{url} refused the credentials ({status}: {message}); check the API key "
+            "(--api-key-env)"
+        )
+    if status == 404:
+        return EngineRequestError(
+            f"{url} answered 404 ({message}); check the base URL (it ends in /v1) and the "
+            f"model name{f' {model!r}' if model else ''} (--model)"
+        )
+    if status in _RETRY_STATUS:
+        return EngineUnavailableError(f"{url} failed with {status}: {message}")
+    return EngineRequestError(f"{url} rejected the request ({status}): {message}")
