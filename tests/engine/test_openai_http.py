@@ -130,7 +130,7 @@ async def test_reset_before_the_first_token_is_retried():
 async def test_reset_mid_stream_is_an_error_not_a_retry():
     async with serve(CALL_REPLY, ["reset", "ok"]) as server:
         engine = OpenAICompatibleEngine(server.url, model="m", retry_backoff=0.01)
-        with pytest.raises(EngineError, match="broke after 2 tokens|without a finish reason"):
+        with pytest.raises(EngineError, match=r"broke after 2 tokens|without a finish reason"):
             await collect(engine)
         await engine.aclose()
     assert len(server.requests) == 1
@@ -193,7 +193,7 @@ async def test_bad_configuration():
 async def test_closing_early_closes_the_connection():
     async with serve(CALL_REPLY) as server:
         engine = OpenAICompatibleEngine(server.url, model="m")
-        async for chunk in engine.generate(REQUEST):
+        async for chunk in engine.generate(REQUEST):  # noqa: B007
             break
         await engine.aclose()
     assert chunk.token_ids
@@ -213,7 +213,7 @@ async def test_agent_over_http():
 
             # the fake always sends the call; swap the reply once the tool result is in
             async def swap():
-                while len(server.requests) < 1:
+                while len(server.requests) < 1:  # noqa: ASYNC110 — polls the fake's state
                     await anyio.sleep(0.01)
                 server.reply = final
 
