@@ -40,7 +40,12 @@ setup-vllm: $(VLLM_STAMP)
 test-core: setup
 	$(BIN)/python -m pytest -m "not vllm"
 
-test: test-core
+# vLLM's own warnings (deprecations in torch/transformers) are not ours to fix.
+VLLM_PYTEST := -W ignore::DeprecationWarning -W ignore::FutureWarning -W ignore::UserWarning -W ignore::ResourceWarning
+test-vllm: setup-vllm
+	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/engine $(VLLM_PYTEST)
+
+test: test-core test-vllm
 
 demo: setup
 	$(BIN)/python -m harmony_agent.demo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,9 +30,11 @@ __all__ = [
     "drop_stale_analysis",
     "render_prompt",
     "render_tool_result",
+    "tool_result_message",
 ]
 
 Effort = Literal["low", "medium", "high"]
+_START, _END, _MESSAGE, _CHANNEL = 200006, 200007, 200008, 200005
 _EFFORTS = {
     "low": ReasoningEffort.LOW,
     "medium": ReasoningEffort.MEDIUM,
@@ -104,8 +107,27 @@ def tool_result_message(author: str, channel: str | None, text: str) -> Message:
 
 
 def render_tool_result(encoding: Any, message: Message) -> list[int]:
-    """The tool message followed by ``<|start|>assistant`` — what is appended to the prompt."""
-    return [*encoding.render(message), *assistant_start_ids(encoding)]
+    """The tool message followed by ``<|start|>assistant`` — what is appended to the prompt.
+
+    Rendered here, in the format's documented form
+    (``<|start|>{tool} to=assistant<|channel|>{channel}<|message|>{output}<|end|>``), rather
+    than by ``encoding.render``: builds of ``openai_harmony`` disagree on where ``to=`` goes
+    (vLLM's ``oss-harmony`` puts it after the channel), and the transcript must not depend on
+    which one is installed. Tool output is always plain text: a page that contains
+    ``<|end|>`` cannot end the message.
+    """
+    text = "".join(getattr(c, "text", "") for c in message.content)
+    plain = functools.partial(encoding.encode, disallowed_special=())
+    return [
+        _START,
+        *plain(f"{message.author.name} to={message.recipient or 'assistant'}"),
+        _CHANNEL,
+        *plain(message.channel or "commentary"),
+        _MESSAGE,
+        *plain(text),
+        _END,
+        *assistant_start_ids(encoding),
+    ]
 
 
 def drop_stale_analysis(messages: Sequence[Message]) -> list[Message]:

@@ -34,6 +34,7 @@ import anyio
 import httpx
 from harmony_agent.errors import (
     ConfigurationError,
+    ContextOverflowError,
     EngineError,
     EngineRequestError,
     EngineTimeoutError,
@@ -111,6 +112,7 @@ class OpenAICompatibleEngine(Engine):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._model_lock = anyio.Lock()
+        self._discovered = False
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -129,30 +131,43 @@ class OpenAICompatibleEngine(Engine):
             self._client = None
 
     async def _model_name(self) -> str:
-        if self.model is not None:
+        """The model to ask for; asks ``/models`` once when it is not given, or to learn the
+        server's context window (vLLM reports ``max_model_len``)."""
+        if self.model is not None and (self.context_window is not None or self.flavor != "vllm"):
             return self.model
         async with self._model_lock:
-            if self.model is None:
-                url = f"{self.base_url}/models"
-                try:
-                    response = await self._http().get(url, headers=self._headers, timeout=30)
-                except httpx.HTTPError as exc:
-                    raise EngineUnavailableError(
-                        f"cannot reach {url}: {type(exc).__name__}: {exc}. Is the server "
-                        "running? Start one with `vllm serve openai/gpt-oss-20b`, or pass "
-                        "another --engine."
-                    ) from exc
-                if response.status_code != 200:
-                    raise _status_error(url, response.status_code, response.text, None)
-                names = [m.get("id") for m in response.json().get("data", [])]
-                if len(names) != 1:
-                    raise ConfigurationError(
-                        f"{url} serves {len(names)} models ({', '.join(map(str, names))}); "
-                        "choose one with model= (--model)"
-                    )
-                self.model = names[0]
+            if self.model is None or (self.context_window is None and not self._discovered):
+                await self._discover()
         assert self.model is not None
         return self.model
+
+    async def _discover(self) -> None:
+        self._discovered = True
+        url = f"{self.base_url}/models"
+        try:
+            response = await self._http().get(url, headers=self._headers, timeout=30)
+        except httpx.HTTPError as exc:
+            if self.model is not None:
+                return  # the completions request will say what is wrong, with retries
+            raise EngineUnavailableError(
+                f"cannot reach {url}: {type(exc).__name__}: {exc}. Is the server running? "
+                "Start one with `vllm serve openai/gpt-oss-20b`, or pass another --engine."
+            ) from exc
+        if response.status_code != 200:
+            if self.model is not None:
+                return  # only the context window was missing: not worth failing for
+            raise _status_error(url, response.status_code, response.text, None)
+        cards = [c for c in response.json().get("data", []) if isinstance(c, dict)]
+        if self.model is None:
+            if len(cards) != 1:
+                names = ", ".join(str(c.get("id")) for c in cards)
+                raise ConfigurationError(
+                    f"{url} serves {len(cards)} models ({names}); choose one with model= (--model)"
+                )
+            self.model = cards[0].get("id")
+        card = next((c for c in cards if c.get("id") == self.model), None)
+        if card is not None and self.context_window is None and card.get("max_model_len"):
+            self.context_window = int(card["max_model_len"])
 
     def _body(self, request: GenerationRequest, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -198,6 +213,14 @@ class OpenAICompatibleEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         model = await self._model_name()
         body = self._body(request, model)
+        if self.context_window is not None:
+            room = self.context_window - len(request.prompt_ids)
+            if room < 1:
+                raise ContextOverflowError(
+                    f"the prompt is {len(request.prompt_ids)} tokens and {model} serves "
+                    f"{self.context_window}; start a new run or shorten the tool outputs"
+                )
+            body["max_tokens"] = min(request.max_tokens, room)
         url = f"{self.base_url}/completions"
         headers = self._request_headers(request)
         attempt = 0

@@ -22,7 +22,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from harmony_agent.errors import ConfigurationError, EngineError, EngineUnavailableError
+from harmony_agent.errors import (
+    ConfigurationError,
+    EngineError,
+    EngineRequestError,
+    EngineUnavailableError,
+)
 
 from .base import Chunk, Engine, GenerationRequest, TokenUsage
 
@@ -149,6 +154,8 @@ class VLLMEngine(Engine):
                 return
         except (ConfigurationError, EngineError):
             raise
+        except ValueError as exc:  # vLLM's request validation
+            raise EngineRequestError(f"vLLM rejected request {request_id}: {exc}") from exc
         except Exception as exc:
             raise EngineError(
                 f"vLLM failed on request {request_id}: {type(exc).__name__}: {exc}"

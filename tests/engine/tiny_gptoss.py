@@ -1,0 +1,81 @@
+"""A tiny random ``GptOssForCausalLM`` built at test time, with planted token chains.
+
+Random weights almost never sample ``<|call|>`` or ``<|return|>``. For each planted step
+``a -> b`` the embedding of ``a`` becomes ``4·e_k`` and ``lm_head[b][k]`` gets ``+4`` (``k`` a
+fresh hidden dimension), so greedy decoding after ``a`` yields ``b`` exactly — in vLLM as in
+transformers. Nothing here is ever committed: the model is written to a temporary directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHAIN_STOP_CALL = [1000 + i for i in range(10)] + [200012]  # 1000 -> ... -> 1009 -> <|call|>
+CHAIN_STOP_RETURN = [2000, 2001, 200002]  # 2000 -> 2001 -> <|return|>
+ASSISTANT = 173781  # the last token of every agent prompt: <|start|>assistant
+CALL_TEXT = (
+    '<|channel|>commentary to=functions.lookup <|constrain|>json<|message|>{"city":"Oslo"}<|call|>'
+)
+
+
+def chains(encode) -> list[list[int]]:
+    """The planted chains; the call chain starts at the end of any agent prompt."""
+    call = [ASSISTANT, *encode(CALL_TEXT)]
+    return [CHAIN_STOP_CALL, CHAIN_STOP_RETURN, call]
+
+
+def build(out_dir: Path, planted: list[list[int]]) -> Path:
+    import torch
+    from transformers import GenerationConfig, GptOssConfig, GptOssForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GptOssConfig(
+        num_hidden_layers=2,
+        layer_types=["sliding_attention", "full_attention"],
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        vocab_size=201088,
+        hidden_size=64,
+        intermediate_size=64,
+        head_dim=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=128,
+        max_position_embeddings=4096,
+        rope_parameters={
+            "rope_type": "yarn",
+            "rope_theta": 150000.0,
+            "factor": 32.0,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "original_max_position_embeddings": 4096,
+            "truncate": False,
+        },
+        eos_token_id=200002,
+        pad_token_id=199999,
+        bos_token_id=199998,
+        tie_word_embeddings=False,
+    )
+    model = GptOssForCausalLM(cfg).to(torch.bfloat16).eval()
+    embed = model.model.embed_tokens.weight
+    head = model.lm_head.weight
+    steps = {}
+    for chain in planted:
+        for a, b in zip(chain, chain[1:], strict=False):
+            if steps.setdefault(a, b) != b:
+                raise ValueError(f"token {a} would need two successors")
+    if len(steps) > cfg.hidden_size:
+        raise ValueError("more planted steps than hidden dimensions")
+    with torch.no_grad():
+        for k, (a, b) in enumerate(steps.items()):
+            embed[a] = 0
+            embed[a, k] = 4.0
+            head[b, k] += 4.0
+    model.generation_config = GenerationConfig(
+        bos_token_id=199998,
+        eos_token_id=[200002, 199999, 200012],
+        pad_token_id=199999,
+        do_sample=False,
+    )
+    model.save_pretrained(out_dir)
+    return out_dir
