@@ -94,6 +94,8 @@ class RunContext:
         with contextlib.ExitStack() as tmp:
             if files_dir is None:
                 files_dir = Path(tmp.enter_context(tempfile.TemporaryDirectory(prefix="ha-run-")))
+                # others may traverse (not list) it: sandboxed tools run as unprivileged users
+                files_dir.chmod(0o711)
             files_dir.mkdir(parents=True, exist_ok=True)
             ctx = cls(run_id=run_id, files_dir=files_dir, deps=deps)
             try:

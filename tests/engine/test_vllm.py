@@ -13,7 +13,6 @@ from contextlib import aclosing
 import anyio
 import httpx
 import pytest
-
 from harmony_agent import Agent, tool
 from harmony_agent._encoding import load_encoding
 from harmony_agent.engine import GenerationRequest
@@ -203,7 +202,7 @@ def vllm_server(tiny_model, engine):  # after the in-process tests: one vLLM at 
         "0.1",
         "--enable-prompt-tokens-details",
     ]
-    log = open(os.devnull, "w")  # noqa: SIM115
+    log = open(os.devnull, "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,0 +1,200 @@
+"""``PythonTool``: the stateful ``python`` tool gpt-oss was trained on, in a real sandbox.
+
+Example::
+
+    from harmony_agent import Agent
+    from harmony_agent.engine import ScriptedEngine
+    from harmony_agent.tools import PythonTool
+
+    agent = Agent(tools=[PythonTool(timeout=30)], engine=ScriptedEngine([
+        "<|channel|>analysis to=python code<|message|>x = 6 * 7\\nx<|call|>",
+        "<|channel|>final<|message|>42<|return|>",
+    ]))
+    result = agent.run_sync("What is 6 times 7?")
+    assert result.tool_calls[0].output == "42"
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+from harmony_agent.errors import ConfigurationError
+from harmony_agent.tools.base import RunContext, Tool, Toolset
+from openai_harmony import ToolNamespaceConfig
+
+from ._session import ExecResult, Limits, SandboxSession, bubblewrap_available
+
+__all__ = ["Limits", "PythonTool"]
+
+Isolation = Literal["auto", "bubblewrap", "process"]
+
+
+def _size(n: int) -> str:
+    return (
+        f"{n} B" if n < 1024 else f"{n / 1024:.1f} KB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MB"
+    )
+
+
+class _PythonCall(Tool):
+    namespace = name = "python"
+    parameters = None  # the message is the code
+    timeout = None  # the session enforces its own wall clock
+
+    def __init__(self, owner: PythonTool) -> None:
+        self.owner = owner
+        self.description = "Stateful Python in a sandbox."
+        self.max_output_chars = owner.max_output_chars * 3
+
+    async def call(self, arguments: Any, ctx: RunContext) -> Any:
+        return await self.owner.run_code(str(arguments), ctx)
+
+
+class PythonTool(Toolset):
+    """A stateful Python sandbox per agent run, declared as the built-in ``python`` tool.
+
+    Args:
+        timeout: wall-clock seconds per call (the model was trained with 120); past it the
+            cell is interrupted (state kept), and if it does not stop, the session restarts.
+        isolation: ``"bubblewrap"`` (namespaces: no network, own filesystem view),
+            ``"process"`` (unprivileged uid, rlimits, seccomp: weaker, the host's files are
+            readable) or ``"auto"`` (bubblewrap when it works, else process, with a warning).
+        python: the interpreter inside the sandbox (its packages are what the code can import).
+        limits: CPU, memory, file size, open files, processes, /mnt/data quota.
+        max_output_chars: output kept per stream (head and tail), the rest is counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 120.0,
+        isolation: Isolation = "auto",
+        python: str = "/usr/bin/python3",
+        limits: Limits | None = None,
+        max_output_chars: int = 20_000,
+    ) -> None:
+        if isolation not in ("auto", "bubblewrap", "process"):
+            raise ConfigurationError(
+                f"isolation must be 'auto', 'bubblewrap' or 'process', got {isolation!r}"
+            )
+        if timeout <= 0:
+            raise ConfigurationError(f"timeout must be positive, got {timeout}")
+        self.timeout = timeout
+        self.isolation = isolation
+        self.python = python
+        self.limits = limits or Limits()
+        self.max_output_chars = max_output_chars
+        self._tool = _PythonCall(self)
+
+    @property
+    def mode(self) -> Literal["bubblewrap", "process"]:
+        if self.isolation == "auto":
+            return "bubblewrap" if bubblewrap_available() else "process"
+        if self.isolation == "bubblewrap" and not bubblewrap_available():
+            raise ConfigurationError(
+                "bubblewrap cannot create namespaces here (is the `bubblewrap` package "
+                "installed, and are user namespaces allowed?); use isolation='process' or 'auto'"
+            )
+        return self.isolation
+
+    def tools(self) -> Sequence[Tool]:
+        return [self._tool]
+
+    def description(self) -> str:
+        mode = self.mode
+        text = (
+            "Use this tool to execute Python code in your chain of thought. The code will not be "
+            "shown to the user. This tool should be used for internal reasoning, but not for "
+            "code that is intended to be visible to the user (e.g. when creating plots, tables, "
+            "or files).\n\n"
+            "When you send a message containing Python code to python, it will be executed in a "
+            "stateful Jupyter notebook environment. python will respond with the output of the "
+            f"execution or time out after {self.timeout:.1f} seconds. The drive at '/mnt/data' "
+            "can be used to save and persist user files. Internet access for this session is "
+            "disabled."
+        )
+        if mode == "process":
+            text += (
+                " The sandbox is weaker here (no namespaces): the code runs as an unprivileged "
+                "user with resource limits and no network sockets."
+            )
+        return text
+
+    def system_namespaces(self) -> Sequence[Any]:
+        return [ToolNamespaceConfig(name="python", description=self.description(), tools=[])]
+
+    # --- per-run session -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _session(self, ctx: RunContext) -> AsyncIterator[SandboxSession]:
+        mode = self.mode
+        if mode == "process" and self.isolation == "auto":
+            ctx.notice(
+                "python sandbox: bubblewrap namespaces are unavailable, falling back to weaker "
+                "isolation (unprivileged user, rlimits, seccomp): the host's files are readable"
+            )
+        session = SandboxSession(
+            ctx.files_dir / "python",
+            mode=mode,
+            python=self.python,
+            limits=self.limits,
+            max_output_chars=self.max_output_chars,
+        )
+        try:
+            yield session
+        finally:
+            await session.close()
+
+    async def session(self, ctx: RunContext) -> SandboxSession:
+        """The run's sandbox session (started on the first call)."""
+        return await ctx.resource(f"python:{id(self)}", lambda: self._session(ctx))
+
+    async def run_code(self, code: str, ctx: RunContext) -> str:
+        session = await self.session(ctx)
+        restarted = session.starts > 0 and not session.alive
+        result = await session.execute(code, self.timeout)
+        text = self._format(result, session)
+        if restarted:
+            text = "[A new Python session was started: earlier variables are gone.]\n" + text
+        return text
+
+    def _format(self, r: ExecResult, session: SandboxSession) -> str:
+        parts = [p for p in (r.stdout, r.fd_output, r.stderr) if p]
+        if r.result is not None:
+            parts.append(r.result)
+        if r.error:
+            parts.append(r.error.rstrip())
+        if r.files:
+            listed = ", ".join(
+                f"{name} ({_size(size)})" for name, (size, _) in sorted(r.files.items())
+            )
+            parts.append(f"[files written to /mnt/data: {listed}]")
+        if r.outcome == "interrupted":
+            parts.append(
+                f"[Timed out after {self.timeout:g} s: the cell was interrupted. "
+                "Variables and files are kept.]"
+            )
+        elif r.outcome == "killed":
+            parts.append(
+                f"[Timed out after {self.timeout:g} s and the cell did not stop, so the "
+                "Python session was killed and will restart on the next call: variables "
+                "and imports are lost; files in /mnt/data are kept.]"
+            )
+        elif r.outcome == "quota":
+            parts.append(
+                f"[The code wrote more than {_size(self.limits.data_quota_bytes)} to "
+                "/mnt/data; the cell was stopped. Delete files before writing more.]"
+            )
+        elif r.outcome == "died":
+            parts.append(
+                f"[The Python process died ({r.exit_status or 'unknown cause'}); a new "
+                "session will start on the next call: variables and imports are lost; "
+                "files in /mnt/data are kept.]"
+            )
+        if not parts:
+            return "[no output: print() something, or end the cell with an expression]"
+        return "\n".join(p.rstrip("\n") for p in parts)
+
+    def __repr__(self) -> str:
+        return f"PythonTool(timeout={self.timeout}, isolation={self.isolation!r})"
