@@ -8,6 +8,7 @@ transformers. Nothing here is ever committed: the model is written to a temporar
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 CHAIN_STOP_CALL = [1000 + i for i in range(10)] + [200012]  # 1000 -> ... -> 1009 -> <|call|>
@@ -61,7 +62,7 @@ def build(out_dir: Path, planted: list[list[int]]) -> Path:
     head = model.lm_head.weight
     steps = {}
     for chain in planted:
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             if steps.setdefault(a, b) != b:
                 raise ValueError(f"token {a} would need two successors")
     if len(steps) > cfg.hidden_size:

@@ -70,7 +70,7 @@ def limit(name, value):
     try:
         resource.setrlimit(res, (value, value))
     except (ValueError, OSError):
-        soft, hard = resource.getrlimit(res)
+        _soft, hard = resource.getrlimit(res)
         resource.setrlimit(
             res, (min(value, hard) if hard != resource.RLIM_INFINITY else value, hard)
         )

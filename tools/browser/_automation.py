@@ -1,0 +1,118 @@
+"""Developer functions that act on the browser tool's page: the accessibility snapshot with
+element refs, click, type, select, press, back and a viewport screenshot."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from harmony_agent.errors import ToolExecutionError
+from harmony_agent.tools.base import RunContext, Tool
+from harmony_agent.tools.function import tool
+
+if TYPE_CHECKING:
+    from .tool import BrowserTool
+
+__all__ = ["automation_tools"]
+
+
+def automation_tools(owner: BrowserTool) -> list[Tool]:
+    async def page_of(ctx: RunContext):
+        state = await owner.state(ctx)
+        if state.page.url in ("", "about:blank"):
+            raise ToolExecutionError("no page is open: open one with browser.open first")
+        return state, state.page
+
+    async def locate(ctx: RunContext, ref: str):
+        _state, page = await page_of(ctx)
+        locator = page.get_by_ref(ref)
+        if await locator.count() == 0:
+            raise ToolExecutionError(
+                f"no element has ref {ref!r} on {page.url}; take a new browser_snapshot"
+            )
+        return page, locator
+
+    @tool
+    async def browser_snapshot(ctx: RunContext) -> str:
+        """The open page's accessibility tree, each element with a [ref=…] to act on."""
+        _, page = await page_of(ctx)
+        tree = await page.aria_snapshot(mode="ai")
+        budget = owner.snapshot_tokens * 4  # about 4 characters a token
+        if len(tree) > budget:
+            tree = tree[:budget] + f"\n…[snapshot cut: {len(tree) - budget} more characters]"
+        return f"Page: {await page.title()} ({page.url})\n{tree}"
+
+    @tool
+    async def browser_click(ref: str, ctx: RunContext) -> str:
+        """Click the element with this ref (from browser_snapshot).
+
+        Args:
+            ref: the element's ref, e.g. e12
+        """
+        page, locator = await locate(ctx, ref)
+        await locator.click()
+        return f"clicked {ref}; now at {page.url}"
+
+    @tool
+    async def browser_type(ref: str, text: str, ctx: RunContext, submit: bool = False) -> str:
+        """Fill a text field with text.
+
+        Args:
+            ref: the field's ref
+            text: what to type (replaces the field's content)
+            submit: press Enter afterwards
+        """
+        page, locator = await locate(ctx, ref)
+        await locator.fill(text)
+        if submit:
+            await locator.press("Enter")
+        return f"typed into {ref}" + (f"; submitted, now at {page.url}" if submit else "")
+
+    @tool
+    async def browser_select(ref: str, values: list[str], ctx: RunContext) -> str:
+        """Choose options of a select element.
+
+        Args:
+            ref: the select's ref
+            values: option values or labels
+        """
+        _, locator = await locate(ctx, ref)
+        chosen = await locator.select_option(values)
+        return f"selected {chosen} in {ref}"
+
+    @tool
+    async def browser_press(key: str, ctx: RunContext) -> str:
+        """Press a key on the page, e.g. Enter, Tab, ArrowDown.
+
+        Args:
+            key: the key name
+        """
+        _, page = await page_of(ctx)
+        await page.keyboard.press(key)
+        return f"pressed {key}"
+
+    @tool
+    async def browser_back(ctx: RunContext) -> str:
+        """Go back to the previous page."""
+        _, page = await page_of(ctx)
+        await page.go_back()
+        return f"now at {page.url}"
+
+    @tool
+    async def browser_screenshot(ctx: RunContext) -> str:
+        """Save a screenshot of the visible part of the page; returns where it was saved."""
+        state, page = await page_of(ctx)
+        state.screenshots += 1
+        path = ctx.files_dir / "screenshots" / f"screenshot-{state.screenshots}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(path), full_page=False)
+        return f"saved {path.name} ({path.stat().st_size} bytes) to the run's files"
+
+    return [
+        browser_snapshot,
+        browser_click,
+        browser_type,
+        browser_select,
+        browser_press,
+        browser_back,
+        browser_screenshot,
+    ]
