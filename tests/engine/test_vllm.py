@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import aclosing
+from typing import ClassVar
 
 import anyio
 import httpx
@@ -41,7 +42,7 @@ async def engine(tiny_model):
     from harmony_agent.engine.vllm import VLLMEngine
 
     class Recording(VLLMEngine):
-        prompts: list[list[int]] = []
+        prompts: ClassVar[list[list[int]]] = []
 
         async def generate(self, request):
             self.prompts.append(list(request.prompt_ids))

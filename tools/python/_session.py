@@ -354,7 +354,7 @@ class SandboxSession:
                 return pid
         return None
 
-    async def execute(self, code: str, timeout: float) -> ExecResult:
+    async def execute(self, code: str, timeout: float) -> ExecResult:  # noqa: ASYNC109 — interrupt, then kill: not a cancel scope
         if not self.alive:
             await self.start()
         assert self._process is not None and self._process.stdin is not None
