@@ -213,7 +213,7 @@ async def test_agent_over_http():
 
             # the fake always sends the call; swap the reply once the tool result is in
             async def swap():
-                while len(server.requests) < 1:  # noqa: ASYNC110 — polls the fake's state
+                while len(server.requests) < 1:
                     await anyio.sleep(0.01)
                 server.reply = final
 
