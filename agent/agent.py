@@ -36,10 +36,11 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,7 @@ class Agent:
         history: RunResult | None = None,
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
+        on_event: Callable[[Event], Any] | None = None,
     ) -> RunResult:
         """Run ``task`` to its final answer.
 
@@ -200,8 +202,11 @@ class Agent:
         last final answer is dropped, as the Harmony format prescribes). ``deps`` is handed to
         tools as ``ctx.deps``. ``trace``: a file to write the run to as JSON lines, one record
         per event and per step, fsynced per step (see :mod:`harmony_agent.trace`).
+        ``on_event``: called with every event as it happens (sync or async), e.g. to show
+        progress while still getting the whole result.
         """
-        return await _finish(_Run(self, task, history, deps, recorder=_recorder(trace)))
+        run = _Run(self, task, history, deps, recorder=_recorder(trace))
+        return await _finish(run, on_event)
 
     def run_sync(
         self,
@@ -228,10 +233,13 @@ class Agent:
         return await _finish(run)
 
 
-async def _finish(run: _Run) -> RunResult:
+async def _finish(run: _Run, on_event: Callable[[Event], Any] | None = None) -> RunResult:
     async with aclosing(run.events()) as events:
-        async for _ in events:
-            pass
+        async for event in events:
+            if on_event is not None:
+                outcome = on_event(event)
+                if inspect.isawaitable(outcome):
+                    await outcome
     assert run.result is not None
     return run.result
 

@@ -303,13 +303,21 @@ async def _cmd_chat(args: argparse.Namespace, out: Console, err: Console) -> int
             message = line.strip()
             if not message or message in {"exit", "quit"}:
                 return 0
-            from .agent import _Run
+            view = _view(args, err)
 
-            run = _Run(agent, message, history, None)
-            finished = await _drive(run.events(), args, out, _view(args, err))
-            if finished is None:
-                return 1
-            history = run.result
+            def show(event: Any, view: EventView = view) -> None:
+                if args.json:
+                    out.file.write(event_to_json(event) + "\n")
+                    out.file.flush()
+                else:
+                    view.handle(event)
+
+            try:
+                history = await agent.run(message, history=history, on_event=show)
+            finally:
+                view.stop()
+            if not args.json:
+                view.answer(out, history.final_text)
 
 
 async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> int:
