@@ -144,6 +144,40 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
         metavar="MODULE:ATTR",
         help="user functions or tools to enable (repeatable); a file path works too: tools.py:add",
     )
+    parser.add_argument(
+        "--browser",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the built-in browser tool (Chromium; default on)",
+    )
+    parser.add_argument(
+        "--python",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the built-in python sandbox (default on)",
+    )
+    parser.add_argument(
+        "--allow-domain",
+        action="append",
+        default=None,
+        metavar="DOMAIN",
+        help="only let the browser load these domains (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-private-network",
+        action="store_true",
+        help="let the browser load loopback and private addresses",
+    )
+    parser.add_argument(
+        "--search-dir", metavar="DIR", help="offline search over the HTML/Markdown files in DIR"
+    )
+    parser.add_argument(
+        "--search-base-url",
+        metavar="URL",
+        default="",
+        help="the URL where --search-dir is served (results link there)",
+    )
+    parser.add_argument("--searxng", metavar="URL", help="search with this SearXNG instance")
     parser.add_argument("--instructions", help="developer instructions")
     parser.add_argument(
         "--effort",
@@ -241,12 +275,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
+    """The browser and python tools the flags ask for."""
+    tools: list[Toolset] = []
+    if args.browser:
+        from harmony_agent.tools.browser import BrowserTool, LocalSearch, SearxngSearch
+
+        search = None
+        if args.search_dir:
+            try:
+                search = LocalSearch(args.search_dir, args.search_base_url)
+            except FileNotFoundError as exc:
+                raise ConfigurationError(f"--search-dir: {exc}") from None
+        elif args.searxng:
+            search = SearxngSearch(args.searxng)
+        tools.append(
+            BrowserTool(
+                search=search,
+                allow_domains=args.allow_domain,
+                allow_private_network=args.allow_private_network,
+            )
+        )
+    if args.python:
+        from harmony_agent.tools.python import PythonTool
+
+        tools.append(PythonTool())
+    return tools
+
+
 def _agent(args: argparse.Namespace, engine: Engine) -> Any:
     from .agent import Agent
 
     return Agent(
         args.instructions,
-        tools=load_tools(args.tools),
+        tools=[*builtin_tools(args), *load_tools(args.tools)],
         engine=engine,
         reasoning_effort=args.effort,
         max_turns=args.max_turns,

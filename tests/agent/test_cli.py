@@ -220,3 +220,58 @@ def test_chat_keeps_the_conversation(workdir):
 def test_every_command_has_help(workdir, command):
     proc = cli(workdir, *command, "--help")
     assert proc.returncode == 0 and "usage: harmony-agent" in proc.stdout
+
+
+def test_builtin_tools_are_declared_unless_disabled(workdir):
+    (workdir / "final.json").write_text(json.dumps(["<|channel|>final<|message|>ok<|return|>"]))
+    with_tools = cli(workdir, "run", "x", "--engine", "scripted:final.json", "--json")
+    assert with_tools.returncode == 0, with_tools.stderr
+    started = json.loads(with_tools.stdout.splitlines()[0])
+    assert {"browser.search", "browser.open", "browser.find", "python"} <= set(started["tools"])
+    without = cli(
+        workdir,
+        "run",
+        "x",
+        "--engine",
+        "scripted:final.json",
+        "--json",
+        "--no-browser",
+        "--no-python",
+    )
+    assert json.loads(without.stdout.splitlines()[0])["tools"] == []
+    bad = cli(workdir, "run", "x", "--engine", "scripted:final.json", "--search-dir", "nope")
+    assert bad.returncode == 2 and "--search-dir" in bad.stderr
+
+
+@pytest.mark.browser
+def test_cli_browses_with_local_search(workdir):
+    site = workdir / "site"
+    site.mkdir()
+    (site / "page.html").write_text(
+        "<html><head><meta charset=utf-8><title>Otters</title></head>"
+        "<body><p>Sea otters hold hands while they sleep.</p></body></html>"
+    )
+    (workdir / "browse.json").write_text(
+        json.dumps(
+            [
+                '<|channel|>analysis to=browser.search code<|message|>{"query": "otters sleep"}<|call|>',
+                "<|channel|>final<|message|>They hold hands.<|return|>",
+            ]
+        )
+    )
+    proc = cli(
+        workdir,
+        "run",
+        "x",
+        "--engine",
+        "scripted:browse.json",
+        "--no-python",
+        "--json",
+        "--search-dir",
+        "site",
+        "--search-base-url",
+        "http://otters.example/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = next(json.loads(x) for x in proc.stdout.splitlines() if '"tool_result"' in x)
+    assert "【0†Otters†otters.example】" in result["output"]
