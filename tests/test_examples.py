@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -48,3 +50,27 @@ def test_every_example_says_how_to_use_a_real_engine():
     for path in EXAMPLES.glob("*.py"):
         header = path.read_text().split('"""')[1]
         assert "--engine" in header, path.name
+
+
+@pytest.mark.sandbox
+def test_python_analysis_writes_a_file_the_host_reads():
+    proc = run_example("python_analysis.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "[files written to /mnt/data: growth.csv" in proc.stdout
+    assert proc.stdout.strip().endswith("growth.csv: 10,1628.89")
+
+
+@pytest.mark.browser
+def test_form_filling_sends_the_form():
+    proc = run_example("form_filling.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "done?name=Ada+Lovelace&size=a3" in proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.browser
+@pytest.mark.sandbox
+def test_research_agent_cites_the_lines_it_read():
+    proc = run_example("research_agent.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "([Varra Lighthouse](http://127.0.0.1:" in proc.stdout
+    assert "L12-L14: The lighthouse was built in 1873" in proc.stdout
