@@ -49,7 +49,7 @@ from typing import Any, Protocol
 import anyio
 from harmony_agent.engine.base import Chunk, Engine, GenerationRequest
 from harmony_agent.tools.base import RunContext, Tool, Toolset
-from openai_harmony import Message, Role
+from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
 from ._encoding import load_encoding
@@ -154,6 +154,7 @@ class Agent:
         self.context_window = context_window
         self.files_dir = Path(files_dir) if files_dir is not None else None
         self.encoding = load_encoding()
+        self._prefix: list[int] | None = None
 
     # --- prompts ---------------------------------------------------------------------------
 
@@ -168,6 +169,18 @@ class Agent:
             messages.append(developer)
         messages.append(user)
         return messages
+
+    def first_prompt(self, task: str) -> list[int]:
+        """The first prompt of a new run: the system and developer messages (rendered once
+        per agent) followed by the user's task and ``<|start|>assistant``."""
+        if self._prefix is None:
+            head = self.initial_messages("")[:-1]
+            self._prefix = self.encoding.render_conversation(
+                Conversation.from_messages(head),
+                RenderConversationConfig(auto_drop_analysis=False),
+            )
+        user = Message.from_role_and_content(Role.USER, task)
+        return [*self._prefix, *self.encoding.render(user), *hm.assistant_start_ids(self.encoding)]
 
     # --- running ---------------------------------------------------------------------------
 
@@ -328,7 +341,10 @@ class _Run:
                 first_turn = self.resume.next_turn
             else:
                 self.messages = agent.initial_messages(self.task, self.history)
-                prompt = hm.render_prompt(agent.encoding, self.messages)
+                if self.history is None:
+                    prompt = agent.first_prompt(self.task)
+                else:
+                    prompt = hm.render_prompt(agent.encoding, self.messages)
                 first_turn = 0
             if self.recorder is not None:
                 await self.recorder.start(self.state(prompt, first_turn))

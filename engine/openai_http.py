@@ -288,18 +288,19 @@ class OpenAICompatibleEngine(Engine):
                 raise _Retryable(error) from exc
             raise error from exc
 
-    async def _lines(
-        self, response: httpx.Response, request: GenerationRequest
-    ) -> AsyncIterator[str]:
-        lines = response.aiter_lines()  # closed with the response
+    async def _events(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The ``data:`` payloads of the SSE stream. One timeout per network read (not per
+        line): the first read may take ``first_token_timeout``, later ones ``token_timeout``."""
+        reads = response.aiter_bytes()  # closed with the response
+        buffer = b""
         first = True
         while True:
             limit = self.first_token_timeout if first else self.token_timeout
             try:
                 with anyio.fail_after(limit):
-                    line = await lines.__anext__()
+                    data = await reads.__anext__()
             except StopAsyncIteration:
-                return
+                break
             except TimeoutError:
                 what = "the first token" if first else "the next token"
                 raise EngineTimeoutError(
@@ -307,34 +308,39 @@ class OpenAICompatibleEngine(Engine):
                     "the server is stalled or overloaded (raise first_token_timeout / "
                     "token_timeout if it is just slow)"
                 ) from None
-            if line.startswith("data:"):
-                first = False
-            yield line
+            buffer += data.replace(b"\r\n", b"\n")
+            *complete, buffer = buffer.split(b"\n\n")
+            for event in complete:
+                for line in event.split(b"\n"):
+                    if line.startswith(b"data:"):
+                        first = False
+                        yield line[5:].strip().decode()
+        for line in buffer.split(b"\n"):
+            if line.startswith(b"data:"):
+                yield line[5:].strip().decode()
 
     async def _sse(self, response: httpx.Response, request: GenerationRequest):
         finish = stop_reason = usage = None
         tail: list[int] = []
-        async for line in self._lines(response, request):
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            event = _json(payload, self.base_url)
-            if "error" in event and not event.get("choices"):
-                raise EngineRequestError(
-                    f"{self.base_url} reported an error mid-stream: {event['error']}"
-                )
-            usage = event.get("usage") or usage
-            for choice in event.get("choices") or []:
-                ids = self._ids(choice)
-                if choice.get("finish_reason"):
-                    finish, stop_reason = choice["finish_reason"], choice.get("stop_reason")
-                    tail.extend(ids)
-                elif finish is None:
-                    yield ids, None, None, None
-                else:
-                    tail.extend(ids)
+        async with aclosing(self._events(response)) as events:
+            async for payload in events:
+                if payload == "[DONE]":
+                    break
+                event = _json(payload, self.base_url)
+                if "error" in event and not event.get("choices"):
+                    raise EngineRequestError(
+                        f"{self.base_url} reported an error mid-stream: {event['error']}"
+                    )
+                usage = event.get("usage") or usage
+                for choice in event.get("choices") or []:
+                    ids = self._ids(choice)
+                    if choice.get("finish_reason"):
+                        finish, stop_reason = choice["finish_reason"], choice.get("stop_reason")
+                        tail.extend(ids)
+                    elif finish is None:
+                        yield ids, None, None, None
+                    else:
+                        tail.extend(ids)
         if finish is None:
             raise EngineError(
                 f"{self.base_url} closed the stream without a finish reason; check its logs"

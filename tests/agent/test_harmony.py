@@ -93,6 +93,7 @@ def test_golden_first_prompt_equals_harmony_rendering():
         Role.ASSISTANT,
     )
     assert ours == theirs
+    assert agent.first_prompt("Weather in Oslo?") == theirs  # the cached-prefix path too
     text = agent.encoding.decode(ours)
     assert "Reasoning: high" in text and "Current date: 2026-11-24" in text
     assert "// the city name\ncity: string," in text
