@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import resource
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -16,7 +15,6 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import Figure, main_cli
-
 from harmony_agent import Agent, tool
 from harmony_agent.engine import OpenAICompatibleEngine
 
@@ -50,9 +48,19 @@ def free_port() -> int:
 
 def start_server(first_token: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "_fake_server.py"), str(port),
-                             "--tok-s", "80", "--first-token", str(first_token)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "_fake_server.py"),
+            str(port),
+            "--tok-s",
+            "80",
+            "--first-token",
+            str(first_token),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc, f"http://127.0.0.1:{port}/v1"
 
@@ -92,8 +100,11 @@ async def scenario(url: str, runs: int, idle_probe_at: float | None) -> dict[str
     await engine.aclose()
     lags.sort()
     return {
-        "ok": ok, "wall": wall, "cpu_pct": 100 * cpu / wall,
-        "lag_p50": lags[len(lags) // 2] * 1e3, "lag_p99": lags[int(len(lags) * 0.99)] * 1e3,
+        "ok": ok,
+        "wall": wall,
+        "cpu_pct": 100 * cpu / wall,
+        "lag_p50": lags[len(lags) // 2] * 1e3,
+        "lag_p99": lags[int(len(lags) * 0.99)] * 1e3,
         "idle_mb_per_session": ((idle_rss[0] - base_rss) / runs) if idle_rss else 0.0,
         "peak_rss": rss_mb(),
     }
@@ -119,11 +130,25 @@ def run(quick: bool = False) -> list[Figure]:
     note = f"{runs} runs, 2 turns each, 80 tok/s per stream"
     return [
         Figure("concurrency", f"event-loop lag p50 ({runs} runs)", busy["lag_p50"], "ms", "", note),
-        Figure("concurrency", f"event-loop lag p99 ({runs} runs)", busy["lag_p99"], "ms", "≤ 20", note),
-        Figure("concurrency", "client CPU while streaming", busy["cpu_pct"], "% of one core", "",
-               f"wall {busy['wall']:.1f} s"),
-        Figure("concurrency", "RSS per idle session", idle["idle_mb_per_session"], "MB", "≤ 2",
-               "all runs waiting for a first token"),
+        Figure(
+            "concurrency", f"event-loop lag p99 ({runs} runs)", busy["lag_p99"], "ms", "≤ 20", note
+        ),
+        Figure(
+            "concurrency",
+            "client CPU while streaming",
+            busy["cpu_pct"],
+            "% of one core",
+            "",
+            f"wall {busy['wall']:.1f} s",
+        ),
+        Figure(
+            "concurrency",
+            "RSS per idle session",
+            idle["idle_mb_per_session"],
+            "MB",
+            "≤ 2",
+            "all runs waiting for a first token",
+        ),
     ]
 
 

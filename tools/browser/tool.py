@@ -166,6 +166,7 @@ class BrowserTool(Toolset):
         max_text_chars: int = 2_000_000,
         view_tokens: int = 1024,
         snapshot_tokens: int = 2000,
+        settle: float = 0.1,
     ) -> None:
         _check_backend(search)
         self.search_backend = search
@@ -183,6 +184,7 @@ class BrowserTool(Toolset):
         self.max_text_chars = max_text_chars
         self.view_tokens = view_tokens
         self.snapshot_tokens = snapshot_tokens
+        self.settle = settle
         self._tools: list[Tool] = [
             _Search(self, "search", SEARCH_SCHEMA),
             _Open(self, "open", OPEN_SCHEMA),
@@ -331,8 +333,10 @@ class BrowserTool(Toolset):
             raise ToolPolicyError(
                 f"Error fetching URL `{url}`: redirected to {violation}"
             ) from None
-        with anyio.move_on_after(0.5), contextlib.suppress(PlaywrightError):
-            await page.wait_for_load_state("networkidle", timeout=500)  # late JS content
+        # A short settle for content that scripts add just after load (waiting for full
+        # network idleness would cost half a second on every page).
+        with anyio.move_on_after(self.settle), contextlib.suppress(PlaywrightError):
+            await page.wait_for_load_state("networkidle")
         try:
             with anyio.fail_after(self.page_timeout):
                 data = await page.evaluate(EXTRACT_JS, [self.max_nodes, self.max_text_chars])
