@@ -47,6 +47,7 @@ __all__ = ["OpenAICompatibleEngine"]
 
 Flavor = Literal["vllm", "fireworks"]
 _STOP_STRINGS = {"<|return|>": RETURN, "<|call|>": CALL}
+_MODEL_STOPS = (RETURN, CALL, 199999)  # gpt-oss's end-of-sequence ids (199999: <|endoftext|>)
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -242,6 +243,7 @@ class OpenAICompatibleEngine(Engine):
         self, url: str, body: dict[str, Any], headers: dict[str, str], request: GenerationRequest
     ) -> AsyncIterator[Chunk]:
         received = 0
+        last_id: int | None = None  # the last token of the whole completion so far
         try:
             async with self._http().stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code != 200:
@@ -258,11 +260,14 @@ class OpenAICompatibleEngine(Engine):
                 async with aclosing(source) as parts:
                     async for ids, finish, stop_reason, usage in parts:
                         received += len(ids)
+                        last_id = ids[-1] if ids else last_id
                         if finish is None:
                             if ids:
                                 yield Chunk(tuple(ids))
                             continue
-                        yield self._last(ids, finish, stop_reason, usage, cached_header, request)
+                        yield self._last(
+                            ids, last_id, finish, stop_reason, usage, cached_header, request
+                        )
                         return
             raise EngineError(
                 f"{url} ended the stream after {received} tokens without a finish reason"
@@ -375,6 +380,7 @@ class OpenAICompatibleEngine(Engine):
     def _last(
         self,
         ids: list[int],
+        last_id: int | None,
         finish: str,
         stop_reason: Any,
         usage: dict[str, Any] | None,
@@ -384,8 +390,11 @@ class OpenAICompatibleEngine(Engine):
         reason = "length" if finish == "length" else "abort" if finish == "abort" else "stop"
         stop_id = None
         if reason == "stop":
-            if ids and ids[-1] in request.stop_token_ids:
-                stop_id = ids[-1]
+            # The stop token is already there when the server returns it (vLLM does, whether
+            # it stopped on a requested stop id or on the model's own end-of-sequence ids,
+            # possibly in an earlier chunk than the one with the finish reason).
+            if last_id is not None and last_id in (*request.stop_token_ids, *_MODEL_STOPS):
+                stop_id = last_id
             else:
                 # string stops (Fireworks) come back without the stop token: put it back, so the
                 # transcript holds what the model really sampled.

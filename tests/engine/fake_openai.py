@@ -4,7 +4,9 @@ Each request takes the next behaviour from ``server.plan`` (the last one repeats
 ``ok`` (SSE stream of ``server.reply`` token ids), ``json`` (non-streaming), ``status:CODE``,
 ``reset`` (close after two chunks), ``reset_first`` (close before any chunk), ``stall_first``
 (headers, then nothing), ``stall_mid`` (two chunks, then nothing), ``text_only`` (no token ids),
-``fireworks`` (raw_output ids, stop token left out, string stop_reason).
+``fireworks`` (raw_output ids, stop token left out, string stop_reason), ``eos_apart`` (the
+stop token in its own chunk, then an empty chunk with the finish reason and no stop_reason, as
+vLLM does when the model's end-of-sequence id ends it).
 """
 
 from __future__ import annotations
@@ -134,6 +136,10 @@ class FakeServer:
             elif mode != "text_only":
                 choice["token_ids"] = [token]
                 choice["stop_reason"] = token if last and finish == "stop" else None
+            if mode == "eos_apart" and last:
+                choice.update(finish_reason=None, stop_reason=None)
+                await self._chunk(stream, {"choices": [choice]})
+                choice = {"index": 0, "text": "", "token_ids": [], "finish_reason": finish}
             await self._chunk(stream, {"choices": [choice]})
         await self._chunk(stream, {"choices": [], "usage": usage})
         await self._chunk(stream, "[DONE]")

@@ -67,6 +67,18 @@ async def test_non_streaming_and_length():
     assert chunks[0].finish_reason == "length" and chunks[0].stop_token_id is None
 
 
+async def test_stop_token_in_an_earlier_chunk_is_not_added_twice():
+    # the model's own end-of-sequence id ended it (no stop ids asked for), and the chunk with
+    # the finish reason carries no tokens: the stop token is the one already streamed
+    request = GenerationRequest(prompt_ids=[1, 2], max_tokens=100, stop_token_ids=())
+    async with serve(CALL_REPLY, ["eos_apart"]) as server:
+        async with OpenAICompatibleEngine(server.url) as engine:
+            chunks = await collect(engine, request)
+    assert [t for c in chunks for t in c.token_ids] == CALL_REPLY
+    assert (chunks[-1].finish_reason, chunks[-1].stop_token_id) == ("stop", 200012)
+    assert chunks[-1].token_ids == ()
+
+
 async def test_fireworks_flavour_puts_the_stop_token_back(monkeypatch):
     monkeypatch.setenv("FAKE_KEY", "sekret")
     async with serve(CALL_REPLY, ["fireworks"]) as server:
