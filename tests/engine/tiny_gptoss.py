@@ -25,7 +25,11 @@ def chains(encode) -> list[list[int]]:
     return [CHAIN_STOP_CALL, CHAIN_STOP_RETURN, call]
 
 
-def build(out_dir: Path, planted: list[list[int]]) -> Path:
+def build(
+    out_dir: Path, planted: list[list[int]], eos: tuple[int, ...] = (200002, 199999, 200012)
+) -> Path:
+    """Write the model to ``out_dir``. ``eos``: the ids vLLM stops on when a request names
+    no stop ids (a benchmark that wants full-length outputs leaves the Harmony stops out)."""
     import torch
     from transformers import GenerationConfig, GptOssConfig, GptOssForCausalLM
 
@@ -52,7 +56,7 @@ def build(out_dir: Path, planted: list[list[int]]) -> Path:
             "original_max_position_embeddings": 4096,
             "truncate": False,
         },
-        eos_token_id=200002,
+        eos_token_id=eos[0],
         pad_token_id=199999,
         bos_token_id=199998,
         tie_word_embeddings=False,
@@ -74,7 +78,7 @@ def build(out_dir: Path, planted: list[list[int]]) -> Path:
             head[b, k] += 4.0
     model.generation_config = GenerationConfig(
         bos_token_id=199998,
-        eos_token_id=[200002, 199999, 200012],
+        eos_token_id=list(eos),
         pad_token_id=199999,
         do_sample=False,
     )
