@@ -78,12 +78,13 @@ async def scenario(url: str, runs: int, idle_probe_at: float | None) -> dict[str
             await anyio.sleep(0.01)
             lags.append(time.perf_counter() - t - 0.01)
 
-    ok = 0
+    ok = tokens = 0
 
     async def one() -> None:
-        nonlocal ok
+        nonlocal ok, tokens
         result = await agent.run("What is alpha?")
         ok += result.final_text.startswith("The value")
+        tokens += result.usage.output_tokens
 
     base_rss, base_cpu, started = rss_mb(), cpu_s(), time.perf_counter()
     async with anyio.create_task_group() as outer:
@@ -107,22 +108,24 @@ async def scenario(url: str, runs: int, idle_probe_at: float | None) -> dict[str
         "lag_p99": lags[int(len(lags) * 0.99)] * 1e3,
         "idle_mb_per_session": ((idle_rss[0] - base_rss) / runs) if idle_rss else 0.0,
         "peak_rss": rss_mb(),
+        "cpu_us_per_token": cpu / max(1, tokens) * 1e6,
     }
 
 
 def run(quick: bool = False) -> list[Figure]:
     runs = 64 if quick else 256
-    # 1. the realistic pace: lag and CPU while every stream is busy
-    server, url = start_server(0.2)
-    try:
-        busy = anyio.run(scenario, url, runs, None)
-    finally:
-        server.terminate()
-        server.wait()
-    # 2. idle sessions: every run waiting on its first token
+    # 1. idle sessions, every run waiting on its first token (first, so that no earlier
+    # scenario has left freed memory for the sessions to reuse)
     server, url = start_server(6.0)
     try:
         idle = anyio.run(scenario, url, runs, 3.0)
+    finally:
+        server.terminate()
+        server.wait()
+    # 2. the realistic pace: lag and CPU while every stream is busy
+    server, url = start_server(0.2)
+    try:
+        busy = anyio.run(scenario, url, runs, None)
     finally:
         server.terminate()
         server.wait()
@@ -140,6 +143,14 @@ def run(quick: bool = False) -> list[Figure]:
             "% of one core",
             "",
             f"wall {busy['wall']:.1f} s",
+        ),
+        Figure(
+            "concurrency",
+            "client CPU per streamed token",
+            busy["cpu_us_per_token"],
+            "µs",
+            "",
+            "httpx + SSE + the agent loop; one SSE event per token",
         ),
         Figure(
             "concurrency",
