@@ -13,8 +13,10 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -361,7 +363,7 @@ async def _cmd_chat(args: argparse.Namespace, out: Console, err: Console) -> int
         while True:
             if sys.stdin.isatty():
                 err.print("[bold green]you>[/] ", end="")
-            line = await anyio.to_thread.run_sync(sys.stdin.readline)
+            line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
             message = line.strip()
             if not message or message in {"exit", "quit"}:
                 return 0
@@ -458,12 +460,68 @@ _COMMANDS = {
 }
 
 
+Command = Callable[[argparse.Namespace, Console, Console], Awaitable[int]]
+
+
+async def _interruptible(
+    command: Command, args: argparse.Namespace, out: Console, err: Console
+) -> int:
+    """Run a command; Ctrl-C (or SIGTERM) cancels it the anyio way, so that whatever it is
+    waiting on — the engine, a tool in a worker thread, stdin — lets go at once and every run
+    closes its resources (browser contexts, sandboxes, trace) before the process exits."""
+    if threading.current_thread() is not threading.main_thread():
+        return await command(args, out, err)  # signals can only be handled on the main thread
+    interrupted = False
+    code = 130
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    tg.cancel_scope.cancel()
+                    return
+
+        async def body() -> None:
+            nonlocal code, error
+            try:
+                code = await command(args, out, err)
+            except Exception as exc:  # kept whole, not wrapped in an exception group
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        tg.start_soon(body)
+    if interrupted:
+        raise KeyboardInterrupt
+    if error is not None:
+        raise error
+    return code
+
+
+def _exit_now_if_threads_linger(code: int) -> int:
+    """A sync tool cut off by Ctrl-C may still be running in its worker thread, which
+    Python would wait for at exit: flush and leave without it."""
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Console(file=sys.stdout, soft_wrap=True)
     err = Console(file=sys.stderr, soft_wrap=True)
     try:
-        return anyio.run(_COMMANDS[args.command], args, out, err)
+        return anyio.run(_interruptible, _COMMANDS[args.command], args, out, err)
     except ConfigurationError as exc:
         print(f"harmony-agent: {exc}", file=sys.stderr)
         return 2
@@ -475,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "harmony-agent: interrupted; what completed is in the trace, if one was written",
             file=sys.stderr,
         )
-        return 130
+        return _exit_now_if_threads_linger(130)
 
 
 if __name__ == "__main__":

@@ -275,3 +275,57 @@ def test_cli_browses_with_local_search(workdir):
     assert proc.returncode == 0, proc.stderr
     result = next(json.loads(x) for x in proc.stdout.splitlines() if '"tool_result"' in x)
     assert "【0†Otters†otters.example】" in result["output"]
+
+
+SLOW_TOOLS = '''
+import time
+from pathlib import Path
+from harmony_agent import tool
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    Path("started").touch()
+    time.sleep(60)
+    return a + b
+'''
+
+
+def test_ctrl_c_mid_run_keeps_the_trace_resumable(workdir):
+    import signal
+    import time
+
+    (workdir / "slowtools.py").write_text(SLOW_TOOLS)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harmony_agent", "run", "2+3?", "--engine", "scripted:one.json"]
+        + ["--tools", "slowtools:add", "--trace", "run.jsonl"],  # noqa: RUF005
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (workdir / "started").exists():  # the tool is running: Ctrl-C now
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("harmony-agent: interrupted")
+    assert stdout == ""
+    # what completed before the interrupt is on disk; the interrupted tool step is not, so
+    # resume goes on from the last complete step (here: the start of the run)
+    records = [json.loads(line) for line in (workdir / "run.jsonl").read_text().splitlines()]
+    kinds = [r.get("event", {}).get("type", r["record"]) for r in records]
+    assert kinds[0] == "header" and "turn_finished" in kinds and "tool_result" not in kinds
+    proc2 = cli(
+        workdir,
+        "resume",
+        "run.jsonl",
+        "--engine",
+        "scripted:replies.json",
+        "--tools",
+        "mytools:add",
+    )
+    assert proc2.returncode == 0, proc2.stderr
+    assert proc2.stdout == "**5**\n" and "resuming run" in proc2.stderr
