@@ -296,9 +296,9 @@ def test_ctrl_c_mid_run_keeps_the_trace_resumable(workdir):
     import time
 
     (workdir / "slowtools.py").write_text(SLOW_TOOLS)
+    args = ["run", "2+3?", "--engine", "scripted:one.json", "--tools", "slowtools:add"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harmony_agent", "run", "2+3?", "--engine", "scripted:one.json"]
-        + ["--tools", "slowtools:add", "--trace", "run.jsonl"],  # noqa: RUF005
+        [sys.executable, "-m", "harmony_agent", *args, "--trace", "run.jsonl"],
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
