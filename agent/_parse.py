@@ -97,6 +97,7 @@ class TurnParser:
         self._parser = StreamableParser(encoding, Role.ASSISTANT, strict=False)
         self._header: list[int] | None = []  # the prompt ends with <|start|>assistant
         self._start: MessageStart | None = None  # the message whose content is streaming
+        self._last: int | None = None
         self.error: str | None = None
 
     @property
@@ -139,6 +140,11 @@ class TurnParser:
         """Process one sampled id; returns what became visible."""
         out: list[MessageStart | Delta] = []
         if self.error is not None:
+            return out
+        last, self._last = self._last, token
+        if last == END and (token == RETURN or token == CALL):
+            # `<|end|><|return|>`: a stop token right after a complete message (a known
+            # gpt-oss/fine-tune artefact). The message is whole; the stop just ends the turn.
             return out
         try:
             if self._header is not None:

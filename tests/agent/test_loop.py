@@ -149,6 +149,25 @@ def test_tolerated_malformations(reply):
     )
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "<|channel|>final<|message|>The answer is 5.<|end|><|return|>",
+        "<|channel|>analysis<|message|>easy<|end|><|start|>assistant<|channel|>final"
+        "<|message|>The answer is 5.<|end|><|return|>",
+    ],
+    ids=["final", "after-analysis"],
+)
+def test_end_then_return_ends_the_turn(reply):
+    # `<|end|><|return|>` (seen from fine-tunes and in vLLM bug reports): the message is
+    # complete, the stop ends the turn; no resample, no warning
+    agent, engine = make_agent([reply])
+    result = agent.run_sync("2+3")
+    assert result.final_text == "The answer is 5."
+    assert not [e for e in result.events if e.type == "warning"]
+    assert len(engine.requests) == 1
+
+
 def test_invalid_json_then_recovery():
     bad = '<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":2,"b":<|call|>'
     agent, engine = make_agent([bad, CALL_ADD, FINAL])
