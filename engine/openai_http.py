@@ -24,6 +24,7 @@ since ids were already streamed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from contextlib import aclosing
 from typing import Any, Literal
 
 import anyio
+import anyio.to_thread
 import httpx
 from harmony_agent.errors import (
     ConfigurationError,
@@ -113,17 +115,29 @@ class OpenAICompatibleEngine(Engine):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._model_lock = anyio.Lock()
+        self._client_lock = anyio.Lock()
         self._discovered = False
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def _http(self) -> httpx.AsyncClient:
+    async def _http(self) -> httpx.AsyncClient:
+        # Building the client loads the CA bundle (40-60 ms): done in a worker thread, so the
+        # first request of many concurrent runs does not stall the event loop. Idle
+        # connections are kept (for httpx's 5 s expiry) as many as were in use, so the next
+        # turn of every concurrent run reuses its connection instead of connecting again.
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout,
-                transport=self._transport,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            )
+            async with self._client_lock:
+                if self._client is None:
+                    self._client = await anyio.to_thread.run_sync(
+                        functools.partial(
+                            httpx.AsyncClient,
+                            timeout=self._timeout,
+                            transport=self._transport,
+                            limits=httpx.Limits(
+                                max_connections=None, max_keepalive_connections=None
+                            ),
+                        )
+                    )
         return self._client
 
     async def aclose(self) -> None:
@@ -146,7 +160,7 @@ class OpenAICompatibleEngine(Engine):
         self._discovered = True
         url = f"{self.base_url}/models"
         try:
-            response = await self._http().get(url, headers=self._headers, timeout=30)
+            response = await (await self._http()).get(url, headers=self._headers, timeout=30)
         except httpx.HTTPError as exc:
             if self.model is not None:
                 return  # the completions request will say what is wrong, with retries
@@ -245,7 +259,8 @@ class OpenAICompatibleEngine(Engine):
         received = 0
         last_id: int | None = None  # the last token of the whole completion so far
         try:
-            async with self._http().stream("POST", url, json=body, headers=headers) as response:
+            client = await self._http()
+            async with client.stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code != 200:
                     text = (await response.aread()).decode(errors="replace")
                     error = _status_error(url, response.status_code, text, body.get("model"))

@@ -29,6 +29,7 @@ class FakeServer:
     headers: list[dict[str, str]] = field(default_factory=list)
     models: list[str] = field(default_factory=lambda: ["fake-model"])
     cached: int | None = 7
+    then: list[list[int]] = field(default_factory=list)  # replies for the next requests
 
     @property
     def url(self) -> str:
@@ -81,6 +82,8 @@ class FakeServer:
                         return
 
     async def respond(self, stream: SocketStream, mode: str, body: dict) -> None:
+        if self.then:
+            self.reply = self.then.pop(0)
         reply = self.reply[: body.get("max_tokens", 10**9)]
         finish = "stop" if len(reply) == len(self.reply) else "length"
         usage = {"prompt_tokens": len(body.get("prompt", [])), "completion_tokens": len(reply)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 
-import anyio
 import pytest
 from harmony_agent import Agent, tool
 from harmony_agent._encoding import load_encoding
@@ -221,17 +220,8 @@ async def test_agent_over_http():
     final = ENC.encode("<|channel|>final<|message|>5<|return|>", allowed_special="all")
     async with serve(CALL_REPLY) as server:
         async with OpenAICompatibleEngine(server.url) as engine:
-            agent = Agent(tools=[add], engine=engine)
-
-            # the fake always sends the call; swap the reply once the tool result is in
-            async def swap():
-                while len(server.requests) < 1:
-                    await anyio.sleep(0.01)
-                server.reply = final
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(swap)
-                result = await agent.run("2+3")
+            server.then = [CALL_REPLY, final]  # the call, then the answer
+            result = await Agent(tools=[add], engine=engine).run("2+3")
     assert result.final_text == "5" and result.tool_calls[0].output == "5"
     first, second = server.requests[0]["prompt"], server.requests[1]["prompt"]
     assert second[: len(first) + len(CALL_REPLY)] == first + CALL_REPLY
