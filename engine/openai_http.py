@@ -256,8 +256,7 @@ class OpenAICompatibleEngine(Engine):
     async def _attempt(
         self, url: str, body: dict[str, Any], headers: dict[str, str], request: GenerationRequest
     ) -> AsyncIterator[Chunk]:
-        received = 0
-        last_id: int | None = None  # the last token of the whole completion so far
+        sampled: list[int] = []  # the whole completion so far
         try:
             client = await self._http()
             async with client.stream("POST", url, json=body, headers=headers) as response:
@@ -274,18 +273,17 @@ class OpenAICompatibleEngine(Engine):
                     source = self._whole(response, request)
                 async with aclosing(source) as parts:
                     async for ids, finish, stop_reason, usage in parts:
-                        received += len(ids)
-                        last_id = ids[-1] if ids else last_id
+                        sampled += ids
                         if finish is None:
                             if ids:
                                 yield Chunk(tuple(ids))
                             continue
                         yield self._last(
-                            ids, last_id, finish, stop_reason, usage, cached_header, request
+                            ids, sampled, finish, stop_reason, usage, cached_header, request
                         )
                         return
             raise EngineError(
-                f"{url} ended the stream after {received} tokens without a finish reason"
+                f"{url} ended the stream after {len(sampled)} tokens without a finish reason"
             )
         except httpx.ConnectError as exc:
             raise _Retryable(
@@ -301,10 +299,10 @@ class OpenAICompatibleEngine(Engine):
             ) from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             error = EngineError(
-                f"the connection to {url} broke after {received} tokens "
+                f"the connection to {url} broke after {len(sampled)} tokens "
                 f"({type(exc).__name__}: {exc}); check the server's logs"
             )
-            if received == 0:
+            if not sampled:
                 raise _Retryable(error) from exc
             raise error from exc
 
@@ -395,7 +393,7 @@ class OpenAICompatibleEngine(Engine):
     def _last(
         self,
         ids: list[int],
-        last_id: int | None,
+        sampled: list[int],
         finish: str,
         stop_reason: Any,
         usage: dict[str, Any] | None,
@@ -407,9 +405,10 @@ class OpenAICompatibleEngine(Engine):
         if reason == "stop":
             # The stop token is already there when the server returns it (vLLM does, whether
             # it stopped on a requested stop id or on the model's own end-of-sequence ids,
-            # possibly in an earlier chunk than the one with the finish reason).
-            if last_id is not None and last_id in (*request.stop_token_ids, *_MODEL_STOPS):
-                stop_id = last_id
+            # possibly in an earlier chunk than the one with the finish reason): look at the
+            # whole completion, not at the last chunk.
+            if sampled and sampled[-1] in (*request.stop_token_ids, *_MODEL_STOPS):
+                stop_id = sampled[-1]
             else:
                 # string stops (Fireworks) come back without the stop token: put it back, so the
                 # transcript holds what the model really sampled.
@@ -418,7 +417,7 @@ class OpenAICompatibleEngine(Engine):
                 elif isinstance(stop_reason, str) and stop_reason in _STOP_STRINGS:
                     stop_id = _STOP_STRINGS[stop_reason]
                 else:
-                    stop_id = CALL if _ends_in_call(ids) else RETURN
+                    stop_id = CALL if _ends_in_call(sampled) else RETURN
                 ids = [*ids, stop_id]
         cached = None
         if usage:

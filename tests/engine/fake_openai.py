@@ -4,7 +4,8 @@ Each request takes the next behaviour from ``server.plan`` (the last one repeats
 ``ok`` (SSE stream of ``server.reply`` token ids), ``json`` (non-streaming), ``status:CODE``,
 ``reset`` (close after two chunks), ``reset_first`` (close before any chunk), ``stall_first``
 (headers, then nothing), ``stall_mid`` (two chunks, then nothing), ``text_only`` (no token ids),
-``fireworks`` (raw_output ids, stop token left out, string stop_reason), ``eos_apart`` (the
+``fireworks`` (raw_output ids, stop token left out, string stop_reason), ``fireworks_bare``
+(the same without a stop_reason), ``eos_apart`` (the
 stop token in its own chunk, then an empty chunk with the finish reason and no stop_reason, as
 vLLM does when the model's end-of-sequence id ends it).
 """
@@ -124,7 +125,7 @@ class FakeServer:
         )
         if mode == "stall_first":
             await anyio.sleep(3600)
-        if mode == "fireworks":
+        if mode.startswith("fireworks"):
             reply = reply[:-1] if finish == "stop" else reply
         for i, token in enumerate(reply):
             last = i == len(reply) - 1
@@ -133,9 +134,10 @@ class FakeServer:
                     await anyio.sleep(3600)
                 return
             choice: dict = {"index": 0, "text": "x", "finish_reason": finish if last else None}
-            if mode == "fireworks":
+            if mode.startswith("fireworks"):
                 choice["raw_output"] = {"completion_token_ids": [token]}
-                choice["stop_reason"] = "<|call|>" if last and finish == "stop" else None
+                named = mode == "fireworks" and last and finish == "stop"
+                choice["stop_reason"] = "<|call|>" if named else None
             elif mode != "text_only":
                 choice["token_ids"] = [token]
                 choice["stop_reason"] = token if last and finish == "stop" else None

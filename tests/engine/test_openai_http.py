@@ -94,6 +94,17 @@ async def test_fireworks_flavour_puts_the_stop_token_back(monkeypatch):
     assert headers["authorization"] == "Bearer sekret"
 
 
+async def test_missing_stop_is_inferred_from_the_whole_completion():
+    # no stop token and no stop_reason: a completion whose last message addresses a tool
+    # ended on <|call|>; its header streamed chunks before the finish reason did
+    async with serve(CALL_REPLY, ["fireworks_bare"]) as server:
+        engine = OpenAICompatibleEngine(server.url, model="m", flavor="fireworks")
+        chunks = await collect(engine)
+        await engine.aclose()
+    assert [t for c in chunks for t in c.token_ids] == CALL_REPLY
+    assert chunks[-1].stop_token_id == 200012
+
+
 async def test_retries_5xx_before_the_first_token():
     async with serve(CALL_REPLY, ["status:503", "status:502", "ok"]) as server:
         engine = OpenAICompatibleEngine(server.url, model="m", retry_backoff=0.01)
