@@ -112,32 +112,25 @@ async def scenario(url: str, runs: int, idle_probe_at: float | None) -> dict[str
     }
 
 
+def measure(first_token: float, runs: int, idle_probe_at: float | None = None) -> dict:
+    """One scenario against its own fresh server."""
+    server, url = start_server(first_token)
+    try:
+        return anyio.run(scenario, url, runs, idle_probe_at)
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def run(quick: bool = False) -> list[Figure]:
     runs = 64 if quick else 256
     # 1. idle sessions, every run waiting on its first token (first, so that no earlier
     # scenario has left freed memory for the sessions to reuse)
-    server, url = start_server(6.0)
-    try:
-        idle = anyio.run(scenario, url, runs, 3.0)
-    finally:
-        server.terminate()
-        server.wait()
+    idle = measure(6.0, runs, idle_probe_at=3.0)
     # 2. the realistic pace: lag and CPU while every stream is busy; fewer runs first, to
     # show how many streams one event loop carries within the lag target on this machine
-    lighter = []
-    for n in (32, 64) if runs > 64 else (16,):
-        server, url = start_server(0.2)
-        try:
-            lighter.append((n, anyio.run(scenario, url, n, None)))
-        finally:
-            server.terminate()
-            server.wait()
-    server, url = start_server(0.2)
-    try:
-        busy = anyio.run(scenario, url, runs, None)
-    finally:
-        server.terminate()
-        server.wait()
+    lighter = [(n, measure(0.2, n)) for n in ((32, 64) if runs > 64 else (16,))]
+    busy = measure(0.2, runs)
     assert busy["ok"] == runs and idle["ok"] == runs, (busy, idle)
     note = f"{runs} runs, 2 turns each, 80 tok/s per stream"
     return [

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "engine"))
@@ -37,13 +34,8 @@ from harmony_agent import Agent, tool
 from harmony_agent._encoding import load_encoding
 from harmony_agent.engine import Engine, GenerationRequest
 from harmony_agent.errors import MaxTurnsError
+from vllm_server import CPU_ARGS, vllm_server
 
-CPU_ARGS: dict[str, Any] = {
-    "dtype": "bfloat16",
-    "enforce_eager": True,
-    "max_model_len": 2048,
-    "gpu_memory_utilization": 0.1,
-}
 HEADER = [200006, 1428, 200008]  # <|start|>user<|message|>
 
 
@@ -135,45 +127,6 @@ async def measure(engine: Engine, repeat: int, out_tokens: int, conc: int) -> di
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: str, gpu: bool) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-    cmd += ["--served-model-name", "bench", "--skip-tokenizer-init", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--enable-prompt-tokens-details", "--enable-prefix-caching"]
-    if not gpu:
-        cmd += ["--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "2048"]
-        cmd += ["--gpu-memory-utilization", "0.1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the vLLM server exited with {proc.returncode}: run {cmd} to see why")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url + "/v1"
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    raise SystemExit("the vLLM server was not healthy after 900 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 async def bench(model: str, gpu: bool, quick: bool) -> list[Figure]:
     from harmony_agent.engine import OpenAICompatibleEngine
     from harmony_agent.engine.vllm import VLLMEngine
@@ -184,12 +137,9 @@ async def bench(model: str, gpu: bool, quick: bool) -> list[Figure]:
     engine = VLLMEngine(model, **({} if gpu else CPU_ARGS))
     async with engine:
         local = await measure(engine, repeat, out_tokens, conc)
-    proc, url = start_server(model, gpu)
-    try:
+    with vllm_server(model, gpu=gpu, timeout=900) as url:
         async with OpenAICompatibleEngine(url) as http_engine:
             remote = await measure(http_engine, repeat, out_tokens, conc)
-    finally:
-        stop(proc)
     same = local["ids"] == remote["ids"]
     where = "GPU" if gpu else "CPU, tiny random gpt-oss"
     g = f"vLLM, {where}"

@@ -3,16 +3,10 @@ random gpt-oss with planted chains. Runs in the vLLM environment: ``make test-vl
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from contextlib import aclosing
 from typing import ClassVar
 
 import anyio
-import httpx
 import pytest
 from harmony_agent import Agent, tool
 from harmony_agent._encoding import load_encoding
@@ -20,16 +14,12 @@ from harmony_agent.engine import GenerationRequest
 from harmony_agent.errors import MaxTurnsError
 
 from .tiny_gptoss import CALL_TEXT, CHAIN_STOP_CALL, CHAIN_STOP_RETURN
+from .vllm_server import CPU_ARGS
+from .vllm_server import vllm_server as serve_vllm
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 ENC = load_encoding()
 HEADER = [200006, 1428, 200008, 12194, 200007]  # <|start|>user<|message|>hi<|end|>
-CPU_ARGS = {
-    "dtype": "bfloat16",
-    "enforce_eager": True,
-    "max_model_len": 2048,
-    "gpu_memory_utilization": 0.1,
-}
 
 
 @pytest.fixture(scope="module")
@@ -172,62 +162,10 @@ async def test_agent_loop_on_real_vllm_output(engine):
     assert len(first) >= 256 and turns[1].cached_prompt_tokens >= (len(first) // 128) * 128
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model, engine):  # after the in-process tests: one vLLM at a time is enough
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(tiny_model),
-        "--served-model-name",
-        "tiny-gptoss",
-        "--skip-tokenizer-init",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "bfloat16",
-        "--enforce-eager",
-        "--max-model-len",
-        "2048",
-        "--gpu-memory-utilization",
-        "0.1",
-        "--enable-prompt-tokens-details",
-    ]
-    log = open(os.devnull, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the vLLM server exited with {proc.returncode} before it was ready")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the vLLM server was not healthy after 300 s")
-            time.sleep(1)
-        yield url + "/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with serve_vllm(str(tiny_model)) as url:
+        yield url
 
 
 @pytest.mark.anyio
