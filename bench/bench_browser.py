@@ -27,6 +27,7 @@ def page(kb: int) -> bytes:
 
 
 PAGES = {"/100k.html": page(100), "/1m.html": page(1024)}
+OTHER = page(10)  # any other path: a small page with the same links
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,7 +35,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        body = PAGES.get(self.path.split("?")[0], page(10))
+        body = PAGES.get(self.path.split("?")[0], OTHER)
         self.send_response(200)
         self.send_header("content-type", "text/html; charset=utf-8")
         self.send_header("content-length", str(len(body)))
