@@ -21,6 +21,8 @@ from openai_harmony import (
     ToolDescription,
 )
 
+from ._tokens import CHANNEL, END, MESSAGE, START
+
 __all__ = [
     "Effort",
     "PromptSettings",
@@ -34,7 +36,6 @@ __all__ = [
 ]
 
 Effort = Literal["low", "medium", "high"]
-_START, _END, _MESSAGE, _CHANNEL = 200006, 200007, 200008, 200005
 _EFFORTS = {
     "low": ReasoningEffort.LOW,
     "medium": ReasoningEffort.MEDIUM,
@@ -119,13 +120,13 @@ def render_tool_result(encoding: Any, message: Message) -> list[int]:
     text = "".join(getattr(c, "text", "") for c in message.content)
     plain = functools.partial(encoding.encode, disallowed_special=())
     return [
-        _START,
+        START,
         *plain(f"{message.author.name} to={message.recipient or 'assistant'}"),
-        _CHANNEL,
+        CHANNEL,
         *plain(message.channel or "commentary"),
-        _MESSAGE,
+        MESSAGE,
         *plain(text),
-        _END,
+        END,
         *assistant_start_ids(encoding),
     ]
 

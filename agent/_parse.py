@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 
 from openai_harmony import HarmonyError, Message, Role, StreamableParser
 
+from ._tokens import CALL, END, MESSAGE, RETURN, START
+
 __all__ = ["Delta", "MessageStart", "TurnParser", "normalize_header"]
 
-START, END, MESSAGE, CHANNEL, CONSTRAIN = 200006, 200007, 200008, 200005, 200003
-RETURN, CALL = 200002, 200012
 _ENDS = frozenset({END, RETURN, CALL})
 
 _CHANNEL_WORD = re.compile(r"[A-Za-z_]+")

@@ -29,6 +29,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harmony_agent._tokens import CALL, DEFAULT_STOP_TOKEN_IDS, RETURN
+
 __all__ = [
     "CALL",
     "DEFAULT_STOP_TOKEN_IDS",
@@ -40,9 +42,6 @@ __all__ = [
     "TokenUsage",
 ]
 
-RETURN = 200002  # <|return|>: the final answer is complete
-CALL = 200012  # <|call|>: a tool call is complete
-DEFAULT_STOP_TOKEN_IDS: tuple[int, ...] = (RETURN, CALL)
 
 FinishReason = Literal["stop", "length", "abort"]
 

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 import httpx
+from harmony_agent._tokens import CALL, MESSAGE, MODEL_STOP_TOKEN_IDS, RETURN, START, STOP_STRINGS
 from harmony_agent.errors import (
     ConfigurationError,
     ContextOverflowError,
@@ -43,13 +44,11 @@ from harmony_agent.errors import (
     EngineUnavailableError,
 )
 
-from .base import CALL, RETURN, Chunk, Engine, GenerationRequest, TokenUsage
+from .base import Chunk, Engine, GenerationRequest, TokenUsage
 
 __all__ = ["OpenAICompatibleEngine"]
 
 Flavor = Literal["vllm", "fireworks"]
-_STOP_STRINGS = {"<|return|>": RETURN, "<|call|>": CALL}
-_MODEL_STOPS = (RETURN, CALL, 199999)  # gpt-oss's end-of-sequence ids (199999: <|endoftext|>)
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -204,7 +203,7 @@ class OpenAICompatibleEngine(Engine):
             if request.constraint is not None:
                 body["structured_outputs"] = request.constraint
         else:
-            names = {v: k for k, v in _STOP_STRINGS.items()}
+            names = {v: k for k, v in STOP_STRINGS.items()}
             body["stop"] = [names[t] for t in request.stop_token_ids if t in names]
             body["raw_output"] = True
             if request.session_id:
@@ -407,15 +406,15 @@ class OpenAICompatibleEngine(Engine):
             # it stopped on a requested stop id or on the model's own end-of-sequence ids,
             # possibly in an earlier chunk than the one with the finish reason): look at the
             # whole completion, not at the last chunk.
-            if sampled and sampled[-1] in (*request.stop_token_ids, *_MODEL_STOPS):
+            if sampled and sampled[-1] in (*request.stop_token_ids, *MODEL_STOP_TOKEN_IDS):
                 stop_id = sampled[-1]
             else:
                 # string stops (Fireworks) come back without the stop token: put it back, so the
                 # transcript holds what the model really sampled.
                 if isinstance(stop_reason, int):
                     stop_id = stop_reason
-                elif isinstance(stop_reason, str) and stop_reason in _STOP_STRINGS:
-                    stop_id = _STOP_STRINGS[stop_reason]
+                elif isinstance(stop_reason, str) and stop_reason in STOP_STRINGS:
+                    stop_id = STOP_STRINGS[stop_reason]
                 else:
                     stop_id = CALL if _ends_in_call(sampled) else RETURN
                 ids = [*ids, stop_id]
@@ -438,9 +437,9 @@ def _ends_in_call(ids: list[int]) -> bool:
     """Whether the last message of a completion addresses a tool (its header has ``to=``)."""
     from harmony_agent._encoding import load_encoding
 
-    start = max((i for i, t in enumerate(ids) if t in (200006,)), default=-1)
+    start = max((i for i, t in enumerate(ids) if t == START), default=-1)
     try:
-        message = ids.index(200008, start + 1)
+        message = ids.index(MESSAGE, start + 1)
     except ValueError:
         return False
     return "to=" in load_encoding().decode(ids[start + 1 : message])
