@@ -18,6 +18,7 @@ __all__ = [
     "RETURN",
     "START",
     "STOP_STRINGS",
+    "VOCAB_SIZE",
 ]
 
 ENDOFTEXT = 199999  # <|endoftext|>: the model's end-of-sequence id
@@ -28,6 +29,9 @@ START = 200006  # <|start|>: a message header begins
 END = 200007  # <|end|>: a message is complete (more may follow)
 MESSAGE = 200008  # <|message|>: the header ends, content begins
 CALL = 200012  # <|call|>: a tool call is complete
+
+#: gpt-oss's vocabulary size (its ``vocab_size``): every id a model samples is in [0, VOCAB_SIZE).
+VOCAB_SIZE = 201088
 
 #: What the runtime stops generation on: the end of a final answer and of a tool call.
 DEFAULT_STOP_TOKEN_IDS: tuple[int, ...] = (RETURN, CALL)

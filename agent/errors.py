@@ -18,7 +18,8 @@ a tool message and the run goes on (within ``Agent(max_tool_errors=...)``). Erro
         ├── EngineError                 the engine failed
         │   ├── EngineUnavailableError  unreachable, refused, not installed, no device
         │   ├── EngineRequestError      the engine rejected the request (4xx, bad model)
-        │   ├── EngineTimeoutError      no first token / stalled between tokens
+        │   ├── EngineTimeoutError      no first token / stalled between tokens / turn too long
+        │   ├── EngineProtocolError     the engine answered outside the protocol (bad ids, ...)
         │   └── ScriptExhaustedError    a ScriptedEngine ran out of replies
         ├── MaxTurnsError               the model kept calling tools past max_turns
         ├── ToolErrorBudgetError        too many tool errors in a row
@@ -27,6 +28,10 @@ a tool message and the run goes on (within ``Agent(max_tool_errors=...)``). Erro
 
 Third-party exceptions (httpx, vllm, playwright, openai_harmony) are mapped to these at the
 adapter that calls them, so callers only ever need ``except HarmonyAgentError``.
+
+An error may name the settings that fix it in ``settings`` (their Python names: ``model``,
+``base_url``, ...); messages speak of the library's own parameters, and a front end such as
+the CLI adds its option for each.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "ContextOverflowError",
     "EncodingUnavailableError",
     "EngineError",
+    "EngineProtocolError",
     "EngineRequestError",
     "EngineTimeoutError",
     "EngineUnavailableError",
@@ -56,6 +62,9 @@ __all__ = [
 
 class HarmonyAgentError(Exception):
     """Base of every error this package raises."""
+
+    #: the settings (Python parameter names) to change to fix this; empty when none applies
+    settings: tuple[str, ...] = ()
 
 
 # --- errors the model sees -------------------------------------------------------------------
@@ -116,6 +125,10 @@ class EngineRequestError(EngineError):
 
 class EngineTimeoutError(EngineError):
     """The engine did not answer in time."""
+
+
+class EngineProtocolError(EngineError):
+    """The engine answered outside the protocol: not JSON, bad token ids, too many tokens."""
 
 
 class ScriptExhaustedError(EngineError):

@@ -1,8 +1,11 @@
 """``OpenAICompatibleEngine``: token ids over HTTP to a vLLM server or Fireworks.
 
 The prompt goes to ``POST {base_url}/completions`` as token ids, with ``stream``, the stop
-token ids and ``return_token_ids``; the sampled ids come back in the SSE chunks. No chat
-template, no re-rendering: the server sees exactly the prompt the agent built.
+tokens and a request for the sampled ids; the sampled ids come back in the SSE chunks. No
+chat template, no re-rendering: the server sees exactly the prompt the agent built. How each
+server spells that request is a :class:`~harmony_agent.engine._flavor.Flavor` (data);
+the event stream is cut into payloads by a pure framer (``_sse``); httpx's exceptions are
+mapped in one place (``_errors``).
 
 Example::
 
@@ -16,47 +19,95 @@ Example::
         flavor="fireworks",
     )
 
-Timeouts: ``connect_timeout`` to open a connection, ``first_token_timeout`` until the first
-sampled id, ``token_timeout`` between ids. Failures before the first id (refused, reset, 5xx,
-429) are retried ``max_retries`` times with exponential backoff; after it nothing is retried,
-since ids were already streamed.
+Every fault ends in bounded time:
+
+- ``connect_timeout`` to open a connection;
+- ``first_token_timeout`` from sending the request to the first sampled id: the wait for
+  the response headers and the reading of an error body count against it;
+- ``token_timeout`` between sampled ids: comments (``: keep-alive``) and events without ids
+  do not reset it;
+- ``turn_timeout`` for the whole request, retries included (``None``: no limit);
+- a server that streams more than the request's ``max_tokens`` (plus a small margin) is cut
+  off, so a stream that never stops ends too.
+
+Failures before the first id (refused, reset, 5xx, 429) are retried ``max_retries`` times
+with exponential backoff; after it nothing is retried, since ids were already streamed.
 """
 
 from __future__ import annotations
 
 import functools
-import json
+import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import httpx
-from harmony_agent._tokens import CALL, MESSAGE, MODEL_STOP_TOKEN_IDS, RETURN, START, STOP_STRINGS
 from harmony_agent.errors import (
     ConfigurationError,
     ContextOverflowError,
-    EngineError,
+    EngineProtocolError,
     EngineRequestError,
     EngineTimeoutError,
-    EngineUnavailableError,
 )
 
-from .base import Chunk, Engine, GenerationRequest, TokenUsage
+from ._errors import RETRY_STATUS, Retryable, map_transport_errors, status_error, with_settings
+from ._flavor import FLAVORS, Flavor
+from ._sse import DEFAULT_MAX_LINE, SSEFramer
+from ._wire import Delta, final_chunk, parse_json, token_ids
+from .base import Chunk, Engine, GenerationRequest
 
 __all__ = ["OpenAICompatibleEngine"]
 
-Flavor = Literal["vllm", "fireworks"]
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: ids a server may send past ``max_tokens`` before it is cut off (a stop token put back,
+#: an off-by-one in a server's accounting)
+TOKEN_MARGIN = 16
+#: the most of an error body that is read (it is only quoted, in one line)
+_ERROR_BODY_BYTES = 64 * 1024
 
 
-class _Retryable(Exception):
-    """A failure before the first token: worth another try."""
+class _Clock:
+    """The deadlines of one attempt: the first id, the next id, the whole turn."""
 
-    def __init__(self, error: EngineError) -> None:
-        self.error = error
+    def __init__(self, engine: OpenAICompatibleEngine, turn_deadline: float) -> None:
+        self.first_token_timeout = engine.first_token_timeout
+        self.token_timeout = engine.token_timeout
+        self.turn_timeout = engine.turn_timeout
+        self.turn_deadline = turn_deadline
+        self.where = engine.base_url
+        self.token_deadline = anyio.current_time() + self.first_token_timeout
+        self.tokens = 0
+
+    def deadline(self) -> float:
+        return min(self.token_deadline, self.turn_deadline)
+
+    def sampled(self, count: int) -> None:
+        """``count`` new ids arrived: the next one has ``token_timeout``."""
+        if count:
+            self.tokens += count
+            self.token_deadline = anyio.current_time() + self.token_timeout
+
+    def expired(self, waiting_for: str | None = None) -> EngineTimeoutError:
+        if self.turn_deadline <= self.token_deadline:
+            return EngineTimeoutError(
+                f"{self.where} did not finish the turn within turn_timeout={self.turn_timeout:g} s "
+                f"({self.tokens} tokens so far); raise turn_timeout if the server is just slow"
+            )
+        if self.tokens:
+            what, limit, name = "the next token", self.token_timeout, "token_timeout"
+        else:
+            what = waiting_for or "the first token"
+            limit, name = self.first_token_timeout, "first_token_timeout"
+        return with_settings(
+            EngineTimeoutError(
+                f"{self.where} sent nothing for {limit:g} s while waiting for {what}; the "
+                f"server is stalled or overloaded (raise {name} if it is just slow)"
+            ),
+            name,
+        )
 
 
 class OpenAICompatibleEngine(Engine):
@@ -69,30 +120,52 @@ class OpenAICompatibleEngine(Engine):
         model: str | None = None,
         api_key: str | None = None,
         api_key_env: str | None = None,
-        flavor: Flavor = "vllm",
+        flavor: str | Flavor = "vllm",
         stream: bool = True,
         connect_timeout: float = 10.0,
         first_token_timeout: float = 300.0,
         token_timeout: float = 60.0,
+        turn_timeout: float | None = 900.0,
         max_retries: int = 3,
         retry_backoff: float = 0.5,
+        max_line_bytes: int = DEFAULT_MAX_LINE,
         context_window: int | None = None,
         headers: dict[str, str] | None = None,
         extra_body: dict[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"base_url must start with http:// or https://, got {base_url!r} "
-                "(e.g. http://127.0.0.1:8000/v1)"
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise with_settings(
+                ConfigurationError(
+                    f"base_url must start with http:// or https://, got {base_url!r} "
+                    "(e.g. http://127.0.0.1:8000/v1)"
+                ),
+                "base_url",
             )
-        if flavor not in ("vllm", "fireworks"):
-            raise ConfigurationError(f"flavor must be 'vllm' or 'fireworks', got {flavor!r}")
+        if isinstance(flavor, str):
+            if flavor not in FLAVORS:
+                raise ConfigurationError(
+                    f"flavor must be one of {', '.join(map(repr, FLAVORS))} or a Flavor, "
+                    f"got {flavor!r}"
+                )
+            flavor = FLAVORS[flavor]
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("first_token_timeout", first_token_timeout),
+            ("token_timeout", token_timeout),
+            ("turn_timeout", turn_timeout),
+        ):
+            if value is not None and not (isinstance(value, int | float) and value > 0):
+                raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
         if api_key is None and api_key_env is not None:
             api_key = os.environ.get(api_key_env)
             if not api_key:
-                raise ConfigurationError(
-                    f"the API key variable {api_key_env} is not set; export it or drop --api-key-env"
+                raise with_settings(
+                    ConfigurationError(
+                        f"the API key variable {api_key_env} is not set; export it, or pass "
+                        "api_key_env=None for a server without keys"
+                    ),
+                    "api_key_env",
                 )
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -100,14 +173,17 @@ class OpenAICompatibleEngine(Engine):
         self.stream = stream
         self.first_token_timeout = first_token_timeout
         self.token_timeout = token_timeout
+        self.turn_timeout = turn_timeout
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
+        self.max_line_bytes = max_line_bytes
         self.context_window = context_window
         self.extra_body = extra_body or {}
         self._headers = {"accept": "text/event-stream" if stream else "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._headers.update(headers or {})
+        # No read timeout of httpx's: the deadlines of the first and next token are ours.
         self._timeout = httpx.Timeout(
             connect=connect_timeout, read=None, write=connect_timeout, pool=None
         )
@@ -147,84 +223,68 @@ class OpenAICompatibleEngine(Engine):
     async def _model_name(self) -> str:
         """The model to ask for; asks ``/models`` once when it is not given, or to learn the
         server's context window (vLLM reports ``max_model_len``)."""
-        if self.model is not None and (self.context_window is not None or self.flavor != "vllm"):
+        wants_window = self.context_window is None and self.flavor.models_report_context
+        if self.model is not None and not wants_window:
             return self.model
         async with self._model_lock:
-            if self.model is None or (self.context_window is None and not self._discovered):
+            if self.model is None or (wants_window and not self._discovered):
                 await self._discover()
-        assert self.model is not None
+        if self.model is None:  # _discover sets it or raises
+            raise EngineRequestError(f"{self.base_url}/models named no model")
         return self.model
 
     async def _discover(self) -> None:
         self._discovered = True
         url = f"{self.base_url}/models"
         try:
-            response = await (await self._http()).get(url, headers=self._headers, timeout=30)
-        except httpx.HTTPError as exc:
+            with map_transport_errors(url, ()):
+                with anyio.fail_after(min(30.0, self.first_token_timeout)):
+                    response = await (await self._http()).get(url, headers=self._headers)
+        except (Retryable, TimeoutError) as exc:
             if self.model is not None:
                 return  # the completions request will say what is wrong, with retries
-            raise EngineUnavailableError(
-                f"cannot reach {url}: {type(exc).__name__}: {exc}. Is the server running? "
-                "Start one with `vllm serve openai/gpt-oss-20b`, or pass another --engine."
-            ) from exc
+            if isinstance(exc, Retryable):
+                raise exc.error from exc.__cause__
+            raise with_settings(
+                EngineTimeoutError(f"{url} did not answer within 30 s; is the server up?"),
+                "base_url",
+            ) from None
         if response.status_code != 200:
             if self.model is not None:
                 return  # only the context window was missing: not worth failing for
-            raise _status_error(url, response.status_code, response.text, None)
-        cards = [c for c in response.json().get("data", []) if isinstance(c, dict)]
+            raise status_error(
+                url,
+                response.status_code,
+                response.content[:_ERROR_BODY_BYTES],
+                response.headers.get("content-type", ""),
+                None,
+            )
+        data = parse_json(response.text, url).get("data")
+        cards = [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
         if self.model is None:
-            if len(cards) != 1:
+            if len(cards) != 1 or not isinstance(cards[0].get("id"), str):
                 names = ", ".join(str(c.get("id")) for c in cards)
-                raise ConfigurationError(
-                    f"{url} serves {len(cards)} models ({names}); choose one with model= (--model)"
+                raise with_settings(
+                    ConfigurationError(
+                        f"{url} serves {len(cards)} models ({names}); choose one with model="
+                    ),
+                    "model",
                 )
-            self.model = cards[0].get("id")
+            self.model = cards[0]["id"]
         card = next((c for c in cards if c.get("id") == self.model), None)
-        if card is not None and self.context_window is None and card.get("max_model_len"):
-            self.context_window = int(card["max_model_len"])
+        window = card.get("max_model_len") if card is not None else None
+        if self.context_window is None and type(window) is int and window > 0:
+            self.context_window = window
 
     def _body(self, request: GenerationRequest, model: str) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": model,
-            "prompt": list(request.prompt_ids),
-            "max_tokens": request.max_tokens,
-            "stream": self.stream,
-            "return_token_ids": True,
-        }
-        for key in ("temperature", "top_p", "seed"):
-            value = getattr(request, key)
-            if value is not None:
-                body[key] = value
-        if self.flavor == "vllm":
-            body["stop_token_ids"] = list(request.stop_token_ids)
-            body["skip_special_tokens"] = False
-            if self.stream:
-                body["stream_options"] = {"include_usage": True}
-            if request.constraint is not None:
-                body["structured_outputs"] = request.constraint
-        else:
-            names = {v: k for k, v in STOP_STRINGS.items()}
-            body["stop"] = [names[t] for t in request.stop_token_ids if t in names]
-            body["raw_output"] = True
-            if request.session_id:
-                body["prompt_cache_key"] = request.session_id
-            if request.constraint is not None:
-                body["response_format"] = request.constraint
-        if request.request_id and self.flavor == "vllm":
-            body["request_id"] = request.request_id
+        body = self.flavor.body(request, model, stream=self.stream)
         body.update(self.extra_body)
         return body
 
-    def _request_headers(self, request: GenerationRequest) -> dict[str, str]:
-        headers = dict(self._headers)
-        if request.session_id:
-            name = "x-session-affinity" if self.flavor == "fireworks" else "x-session-id"
-            headers[name] = request.session_id
-        return headers
-
     # --- the contract ----------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        turn_deadline = anyio.current_time() + (self.turn_timeout or math.inf)
         model = await self._model_name()
         body = self._body(request, model)
         if self.context_window is not None:
@@ -236,251 +296,204 @@ class OpenAICompatibleEngine(Engine):
                 )
             body["max_tokens"] = min(request.max_tokens, room)
         url = f"{self.base_url}/completions"
-        headers = self._request_headers(request)
+        headers = {**self._headers, **self.flavor.headers(request)}
         attempt = 0
         while True:
             streamed = False
+            clock = _Clock(self, turn_deadline)
             try:
-                async with aclosing(self._attempt(url, body, headers, request)) as chunks:
+                async with aclosing(self._attempt(url, body, headers, request, clock)) as chunks:
                     async for chunk in chunks:
                         streamed = True
                         yield chunk
                 return
-            except _Retryable as retry:
-                if streamed or attempt >= self.max_retries:
-                    raise retry.error from None
-                await anyio.sleep(self.retry_backoff * 2**attempt)
+            except Retryable as retry:
+                pause = self.retry_backoff * 2**attempt
+                late = anyio.current_time() + pause >= turn_deadline
+                if streamed or attempt >= self.max_retries or late:
+                    raise retry.error from retry.__cause__
+                await anyio.sleep(pause)
                 attempt += 1
 
     async def _attempt(
-        self, url: str, body: dict[str, Any], headers: dict[str, str], request: GenerationRequest
-    ) -> AsyncIterator[Chunk]:
+        self,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        request: GenerationRequest,
+        clock: _Clock,
+    ) -> AsyncGenerator[Chunk, None]:
         sampled: list[int] = []  # the whole completion so far
-        try:
+        limit = body["max_tokens"] + TOKEN_MARGIN
+        with map_transport_errors(url, sampled):
             client = await self._http()
-            async with client.stream("POST", url, json=body, headers=headers) as response:
-                if response.status_code != 200:
-                    text = (await response.aread()).decode(errors="replace")
-                    error = _status_error(url, response.status_code, text, body.get("model"))
-                    if response.status_code in _RETRY_STATUS:
-                        raise _Retryable(error)
-                    raise error
-                cached_header = response.headers.get("fireworks-cached-prompt-tokens")
-                if self.stream:
-                    source = self._sse(response, request)
-                else:
-                    source = self._whole(response, request)
-                async with aclosing(source) as parts:
-                    async for ids, finish, stop_reason, usage in parts:
-                        sampled += ids
-                        if finish is None:
-                            if ids:
-                                yield Chunk(tuple(ids))
-                            continue
-                        yield self._last(
-                            ids, sampled, finish, stop_reason, usage, cached_header, request
-                        )
-                        return
-            raise EngineError(
-                f"{url} ended the stream after {len(sampled)} tokens without a finish reason"
-            )
-        except httpx.ConnectError as exc:
-            raise _Retryable(
-                EngineUnavailableError(
-                    f"cannot connect to {url}: {exc}. Is the server running and the URL "
-                    "right? (vLLM: `vllm serve openai/gpt-oss-20b`, then --engine "
-                    "http://HOST:8000/v1)"
-                )
-            ) from exc
-        except httpx.ConnectTimeout as exc:
-            raise _Retryable(
-                EngineTimeoutError(f"connecting to {url} timed out; is the host reachable?")
-            ) from exc
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            error = EngineError(
-                f"the connection to {url} broke after {len(sampled)} tokens "
-                f"({type(exc).__name__}: {exc}); check the server's logs"
-            )
-            if not sampled:
-                raise _Retryable(error) from exc
-            raise error from exc
-
-    async def _events(self, response: httpx.Response) -> AsyncIterator[str]:
-        """The ``data:`` payloads of the SSE stream. One timeout per network read (not per
-        line): the first read may take ``first_token_timeout``, later ones ``token_timeout``."""
-        reads = response.aiter_bytes()  # closed with the response
-        buffer = b""
-        first = True
-        while True:
-            limit = self.first_token_timeout if first else self.token_timeout
+            response = await self._send(client, url, body, headers, clock)
             try:
-                with anyio.fail_after(limit):
-                    data = await reads.__anext__()
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                what = "the first token" if first else "the next token"
-                raise EngineTimeoutError(
-                    f"{self.base_url} sent nothing for {limit:g} s while waiting for {what}; "
-                    "the server is stalled or overloaded (raise first_token_timeout / "
-                    "token_timeout if it is just slow)"
-                ) from None
-            buffer += data.replace(b"\r\n", b"\n")
-            *complete, buffer = buffer.split(b"\n\n")
-            for event in complete:
-                for line in event.split(b"\n"):
-                    if line.startswith(b"data:"):
-                        first = False
-                        yield line[5:].strip().decode()
-        for line in buffer.split(b"\n"):
-            if line.startswith(b"data:"):
-                yield line[5:].strip().decode()
+                if response.status_code != 200:
+                    text = await self._error_body(response, clock)
+                    error = status_error(
+                        url,
+                        response.status_code,
+                        text,
+                        response.headers.get("content-type", ""),
+                        body.get("model"),
+                    )
+                    if response.status_code in RETRY_STATUS:
+                        raise Retryable(error)
+                    raise error
+                cached_header = None
+                if self.flavor.cached_tokens_header:
+                    cached_header = response.headers.get(self.flavor.cached_tokens_header)
+                source = (
+                    self._streamed(response, clock) if self.stream else self._whole(response, clock)
+                )
+                async with aclosing(source) as deltas:
+                    async for delta in deltas:
+                        sampled += delta.ids
+                        if len(sampled) > limit:
+                            raise EngineProtocolError(
+                                f"{url} streamed {len(sampled)} tokens for a request of "
+                                f"max_tokens={body['max_tokens']}: the server does not "
+                                "honour max_tokens; cut off"
+                            )
+                        if delta.finish is None:
+                            if delta.ids:
+                                yield Chunk(tuple(delta.ids))
+                            continue
+                        yield final_chunk(delta, sampled, cached_header, request)
+                        return
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
 
-    async def _sse(self, response: httpx.Response, request: GenerationRequest):
-        finish = stop_reason = usage = None
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        clock: _Clock,
+    ) -> httpx.Response:
+        """Send the request; the wait for its response headers is under the first-token
+        deadline (a server that accepts and never answers must not hang the run)."""
+        prepared = client.build_request("POST", url, json=body, headers=headers)
+        with anyio.CancelScope(deadline=clock.deadline()):
+            return await client.send(prepared, stream=True)
+        # only the deadline ends the block without a return
+        raise clock.expired("the response headers") from None
+
+    async def _error_body(self, response: httpx.Response, clock: _Clock) -> bytes:
+        """The start of an error body, read under the same deadline (a 500 whose body never
+        ends must not hang either); what arrived in time is enough to quote."""
+        body = bytearray()
+        with anyio.CancelScope(deadline=clock.deadline()):
+            async for data in response.aiter_bytes():
+                body += data
+                if len(body) >= _ERROR_BODY_BYTES:
+                    break
+        return bytes(body[:_ERROR_BODY_BYTES])
+
+    def _wrong_content(self, response: httpx.Response) -> str | None:
+        """Why a 200 answer to a streaming request is no event stream, if it is not one."""
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not kind or kind == "text/event-stream":
+            return None
+        if kind == "application/json":
+            return (
+                "answered the streaming request with plain JSON, not an event stream: the "
+                "server (or a proxy before it) does not stream /completions; use stream=False"
+            )
+        if "html" in kind:
+            return "answered with an HTML page, not an event stream; check the base URL"
+        return f"answered with {kind}, not an event stream (text/event-stream)"
+
+    async def _payloads(self, response: httpx.Response, clock: _Clock) -> AsyncGenerator[str, None]:
+        """The ``data`` payloads of the event stream, each network read under the clock."""
+        framer = SSEFramer(self.max_line_bytes)
+        reads = response.aiter_bytes()  # closed with the response
+        while True:
+            with anyio.CancelScope(deadline=clock.deadline()) as scope:
+                try:
+                    data = await reads.__anext__()
+                except StopAsyncIteration:
+                    break
+            if scope.cancelled_caught:
+                raise clock.expired()
+            for payload in framer.feed(data):
+                yield payload
+        for payload in framer.close():
+            yield payload
+
+    async def _streamed(
+        self, response: httpx.Response, clock: _Clock
+    ) -> AsyncGenerator[Delta, None]:
+        wrong = self._wrong_content(response)
+        if wrong is not None:
+            body = await self._error_body(response, clock)
+            raise with_settings(
+                EngineProtocolError(f"{self.base_url} {wrong} (it sent {body[:120]!r})"),
+                "base_url",
+            )
+        finish: Delta | None = None
         tail: list[int] = []
-        async with aclosing(self._events(response)) as events:
-            async for payload in events:
+        usage: dict[str, Any] | None = None
+        async with aclosing(self._payloads(response, clock)) as payloads:
+            async for payload in payloads:
                 if payload == "[DONE]":
                     break
-                event = _json(payload, self.base_url)
+                event = parse_json(payload, self.base_url)
                 if "error" in event and not event.get("choices"):
                     raise EngineRequestError(
-                        f"{self.base_url} reported an error mid-stream: {event['error']}"
+                        f"{self.base_url} reported an error mid-stream: {event['error']!s:.300}"
                     )
-                usage = event.get("usage") or usage
-                for choice in event.get("choices") or []:
-                    ids = self._ids(choice)
+                if isinstance(event.get("usage"), dict):
+                    usage = event["usage"]
+                choices = event.get("choices") or []
+                if not isinstance(choices, list):
+                    raise EngineProtocolError(f"{self.base_url} sent choices that are not a list")
+                for choice in choices:
+                    if not isinstance(choice, dict):
+                        raise EngineProtocolError(
+                            f"{self.base_url} sent a choice that is not an object"
+                        )
+                    ids = token_ids(choice, self.base_url)
+                    clock.sampled(len(ids))
                     if choice.get("finish_reason"):
-                        finish, stop_reason = choice["finish_reason"], choice.get("stop_reason")
+                        finish = Delta([], choice["finish_reason"], choice.get("stop_reason"))
+                        clock.sampled(1)  # the end came in time: the usage may follow
                         tail.extend(ids)
                     elif finish is None:
-                        yield ids, None, None, None
+                        yield Delta(ids)
                     else:
                         tail.extend(ids)
         if finish is None:
-            raise EngineError(
-                f"{self.base_url} closed the stream without a finish reason; check its logs"
+            raise EngineProtocolError(
+                f"{self.base_url} closed the stream without a finish reason after "
+                f"{clock.tokens} tokens; check its logs"
             )
-        yield tail, finish, stop_reason, usage
+        yield finish._replace(ids=tail, usage=usage)
 
-    async def _whole(self, response: httpx.Response, request: GenerationRequest):
-        with anyio.fail_after(self.first_token_timeout):
-            data = _json((await response.aread()).decode(errors="replace"), self.base_url)
-        choice = (data.get("choices") or [{}])[0]
-        yield (
-            self._ids(choice),
+    async def _whole(self, response: httpx.Response, clock: _Clock) -> AsyncGenerator[Delta, None]:
+        body = bytearray()
+        with anyio.CancelScope(deadline=clock.deadline()) as scope:
+            async for data in response.aiter_bytes():
+                body += data
+                if len(body) > self.max_line_bytes:
+                    raise EngineProtocolError(
+                        f"{self.base_url} sent a response over {self.max_line_bytes} bytes; "
+                        "that is no completion (raise max_line_bytes if it really is one)"
+                    )
+        if scope.cancelled_caught:
+            raise clock.expired("the response")
+        data = parse_json(body.decode("utf-8", errors="replace"), self.base_url)
+        choices = data.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else {}
+        if not isinstance(choice, dict):
+            raise EngineProtocolError(f"{self.base_url} sent a choice that is not an object")
+        usage = data.get("usage")
+        yield Delta(
+            token_ids(choice, self.base_url),
             choice.get("finish_reason") or "stop",
             choice.get("stop_reason"),
-            data.get("usage"),
+            usage if isinstance(usage, dict) else None,
         )
-
-    def _ids(self, choice: dict[str, Any]) -> list[int]:
-        ids = choice.get("token_ids")
-        if ids is None and isinstance(choice.get("raw_output"), dict):
-            ids = choice["raw_output"].get("completion_token_ids")
-        if ids is None:
-            if choice.get("text"):
-                raise EngineRequestError(
-                    f"{self.base_url} returned text but no token ids: the server must support "
-                    "`return_token_ids` (vLLM ≥ 0.10.2; Fireworks with raw_output). Upgrade "
-                    "the server or use another engine."
-                )
-            return []
-        return [int(t) for t in ids]
-
-    def _last(
-        self,
-        ids: list[int],
-        sampled: list[int],
-        finish: str,
-        stop_reason: Any,
-        usage: dict[str, Any] | None,
-        cached_header: str | None,
-        request: GenerationRequest,
-    ) -> Chunk:
-        reason = "length" if finish == "length" else "abort" if finish == "abort" else "stop"
-        stop_id = None
-        if reason == "stop":
-            # The stop token is already there when the server returns it (vLLM does, whether
-            # it stopped on a requested stop id or on the model's own end-of-sequence ids,
-            # possibly in an earlier chunk than the one with the finish reason): look at the
-            # whole completion, not at the last chunk.
-            if sampled and sampled[-1] in (*request.stop_token_ids, *MODEL_STOP_TOKEN_IDS):
-                stop_id = sampled[-1]
-            else:
-                # string stops (Fireworks) come back without the stop token: put it back, so the
-                # transcript holds what the model really sampled.
-                if isinstance(stop_reason, int):
-                    stop_id = stop_reason
-                elif isinstance(stop_reason, str) and stop_reason in STOP_STRINGS:
-                    stop_id = STOP_STRINGS[stop_reason]
-                else:
-                    stop_id = CALL if _ends_in_call(sampled) else RETURN
-                ids = [*ids, stop_id]
-        cached = None
-        if usage:
-            details = usage.get("prompt_tokens_details") or {}
-            if details.get("cached_tokens") is not None:
-                cached = int(details["cached_tokens"])
-        if cached is None and cached_header is not None and cached_header.isdigit():
-            cached = int(cached_header)
-        token_usage = TokenUsage(
-            prompt_tokens=int((usage or {}).get("prompt_tokens") or len(request.prompt_ids)),
-            output_tokens=int((usage or {}).get("completion_tokens") or 0),
-            cached_prompt_tokens=cached,
-        )
-        return Chunk(tuple(ids), reason, stop_id, token_usage)  # type: ignore[arg-type]
-
-
-def _ends_in_call(ids: list[int]) -> bool:
-    """Whether the last message of a completion addresses a tool (its header has ``to=``)."""
-    from harmony_agent._encoding import load_encoding
-
-    start = max((i for i, t in enumerate(ids) if t == START), default=-1)
-    try:
-        message = ids.index(MESSAGE, start + 1)
-    except ValueError:
-        return False
-    return "to=" in load_encoding().decode(ids[start + 1 : message])
-
-
-def _json(text: str, where: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        raise EngineRequestError(
-            f"{where} sent something that is not JSON: {text[:200]!r}; is it an "
-            "OpenAI-compatible server?"
-        ) from None
-    if not isinstance(data, dict):
-        raise EngineRequestError(f"{where} sent an unexpected response: {text[:200]!r}")
-    return data
-
-
-def _server_message(text: str) -> str:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return text.strip()[:500]
-    error = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error)[:500]
-    return str(error)[:500]
-
-
-def _status_error(url: str, status: int, text: str, model: str | None) -> EngineError:
-    message = _server_message(text)
-    if status in (401, 403):
-        return EngineRequestError(
-            f"{url} refused the credentials ({status}: {message}); check the API key "
-            "(--api-key-env)"
-        )
-    if status == 404:
-        return EngineRequestError(
-            f"{url} answered 404 ({message}); check the base URL (it ends in /v1) and the "
-            f"model name{f' {model!r}' if model else ''} (--model)"
-        )
-    if status in _RETRY_STATUS:
-        return EngineUnavailableError(f"{url} failed with {status}: {message}")
-    return EngineRequestError(f"{url} rejected the request ({status}): {message}")

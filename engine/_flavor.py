@@ -1,0 +1,102 @@
+"""The wire dialects of OpenAI-compatible ``/completions`` servers, as data.
+
+Every server takes the prompt as token ids and streams SSE; they differ in how stop tokens
+are named, which fields ask for the sampled ids, how a session is kept on one replica and
+where cached-token counts come back. A new server is a new :class:`Flavor` value in
+:data:`FLAVORS`, not a new branch in the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harmony_agent._tokens import STOP_STRINGS
+
+from .base import GenerationRequest
+
+__all__ = ["FIREWORKS", "FLAVORS", "VLLM", "Flavor"]
+
+_STOP_NAMES = {token: name for name, token in STOP_STRINGS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Flavor:
+    """How one kind of server spells a token-id completion request."""
+
+    name: str
+    #: ``"ids"``: ``stop_token_ids``; ``"strings"``: ``stop`` with the tokens' text
+    stop: Literal["ids", "strings"]
+    #: fields every request carries (on top of model, prompt, max_tokens, stream, sampling)
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    #: fields added to streaming requests only
+    fixed_streaming: Mapping[str, Any] = field(default_factory=dict)
+    #: the body field that carries a structured-output constraint
+    constraint_field: str = "structured_outputs"
+    #: the header (and body field, when not None) that keeps a session on one replica
+    session_header: str = "x-session-id"
+    session_field: str | None = None
+    #: the body field for the caller's request id (None: the server takes none)
+    request_id_field: str | None = None
+    #: whether ``/models`` reports the context window (``max_model_len``)
+    models_report_context: bool = False
+    #: a response header with the cached prompt tokens, besides ``usage``
+    cached_tokens_header: str | None = None
+
+    def body(self, request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
+        """The JSON body of ``request`` for this server."""
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": list(request.prompt_ids),
+            "max_tokens": request.max_tokens,
+            "stream": stream,
+        }
+        for key in ("temperature", "top_p", "seed"):
+            value = getattr(request, key)
+            if value is not None:
+                body[key] = value
+        if self.stop == "ids":
+            body["stop_token_ids"] = list(request.stop_token_ids)
+        else:
+            body["stop"] = [_STOP_NAMES[t] for t in request.stop_token_ids if t in _STOP_NAMES]
+        body.update(self.fixed)
+        if stream:
+            body.update(self.fixed_streaming)
+        if request.constraint is not None:
+            body[self.constraint_field] = request.constraint
+        if request.session_id and self.session_field:
+            body[self.session_field] = request.session_id
+        if request.request_id and self.request_id_field:
+            body[self.request_id_field] = request.request_id
+        return body
+
+    def headers(self, request: GenerationRequest) -> dict[str, str]:
+        """Per-request headers (session affinity)."""
+        return {self.session_header: request.session_id} if request.session_id else {}
+
+
+VLLM = Flavor(
+    name="vllm",
+    stop="ids",
+    fixed={"return_token_ids": True, "skip_special_tokens": False},
+    fixed_streaming={"stream_options": {"include_usage": True}},
+    constraint_field="structured_outputs",
+    session_header="x-session-id",
+    request_id_field="request_id",
+    models_report_context=True,
+)
+
+# Fireworks takes stop strings only, returns the sampled ids in ``raw_output``, keys its
+# prompt cache on ``prompt_cache_key`` and reports cached tokens in a header as well.
+FIREWORKS = Flavor(
+    name="fireworks",
+    stop="strings",
+    fixed={"return_token_ids": True, "raw_output": True},
+    constraint_field="response_format",
+    session_header="x-session-affinity",
+    session_field="prompt_cache_key",
+    cached_tokens_header="fireworks-cached-prompt-tokens",
+)
+
+FLAVORS: dict[str, Flavor] = {f.name: f for f in (VLLM, FIREWORKS)}
