@@ -8,6 +8,14 @@ Each request takes the next behaviour from ``server.plan`` (the last one repeats
 (the same without a stop_reason), ``eos_apart`` (the
 stop token in its own chunk, then an empty chunk with the finish reason and no stop_reason, as
 vLLM does when the model's end-of-sequence id ends it).
+
+Faults that must end in bounded time: ``no_headers`` (reads the request, never answers),
+``slow_error:CODE`` (an error status whose body never ends), ``keepalive`` (headers, then
+only ``: keep-alive`` comments), ``keepalive_mid`` (two chunks, then only comments), ``drip``
+(a token every ``interval`` seconds, forever), ``endless`` (tokens as fast as it can, never a
+finish reason). Bad answers: ``float_ids`` (ids as floats), ``html:CODE`` (an HTML page),
+``long_line`` (one data line of ``line_bytes`` bytes), ``json`` also answers a streaming
+request with plain JSON.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ class FakeServer:
     models: list[str] = field(default_factory=lambda: ["fake-model"])
     cached: int | None = 7
     then: list[list[int]] = field(default_factory=list)  # replies for the next requests
+    interval: float = 0.1  # seconds between the pieces of the slow modes
+    line_bytes: int = 4096
 
     @property
     def url(self) -> str:
@@ -79,7 +89,9 @@ class FakeServer:
                     self.headers.append(headers)
                     mode = self._next()
                     await self.respond(stream, mode, body)
-                    if mode.startswith(("reset", "stall")):
+                    if mode.startswith(("reset", "stall", "no_headers", "slow", "keepalive")):
+                        return
+                    if mode in ("drip", "endless", "long_line"):
                         return
 
     async def respond(self, stream: SocketStream, mode: str, body: dict) -> None:
@@ -99,6 +111,29 @@ class FakeServer:
             )
             return
         if mode == "reset_first":
+            return
+        if mode == "no_headers":
+            await anyio.sleep(3600)
+        if mode.startswith("slow_error:"):
+            code = int(mode.split(":")[1])
+            await stream.send(
+                b"HTTP/1.1 %d X\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+                % code
+            )
+            while True:
+                await stream.send(b"6\r\nerror \r\n")
+                await anyio.sleep(self.interval)
+        if mode.startswith("html:"):
+            code = int(mode.split(":")[1])
+            page = (
+                b"<!DOCTYPE html>\n<html>\n<head><title>Not Found</title></head>\n<body>\n"
+                b"<h1>Not Found</h1>\n<p>The requested URL was not found on this server.</p>\n"
+                b"</body>\n</html>\n"
+            )
+            await stream.send(
+                b"HTTP/1.1 %d X\r\ncontent-type: text/html\r\ncontent-length: %d\r\n\r\n%s"
+                % (code, len(page), page)
+            )
             return
         if mode == "json":
             payload = json.dumps(
@@ -125,13 +160,39 @@ class FakeServer:
         )
         if mode == "stall_first":
             await anyio.sleep(3600)
+        if mode == "keepalive":
+            while True:
+                await stream.send(b"e\r\n: keep-alive\n\n\r\n")
+                await anyio.sleep(self.interval)
+        if mode in ("drip", "endless"):
+            while True:
+                choice = {"index": 0, "text": "x", "token_ids": [1000], "finish_reason": None}
+                await self._chunk(stream, {"choices": [choice]})
+                await anyio.sleep(self.interval if mode == "drip" else 0)
+        if mode == "long_line":
+            await self._chunk(stream, "x" * self.line_bytes)
+            await anyio.sleep(3600)
+        if mode == "float_ids":
+            choice = {
+                "index": 0,
+                "text": "x",
+                "token_ids": [1.7, 200002.0],
+                "finish_reason": "stop",
+            }
+            await self._chunk(stream, {"choices": [choice]})
+            await self._chunk(stream, "[DONE]")
+            await stream.send(b"0\r\n\r\n")
+            return
         if mode.startswith("fireworks"):
             reply = reply[:-1] if finish == "stop" else reply
         for i, token in enumerate(reply):
             last = i == len(reply) - 1
-            if mode in ("reset", "stall_mid") and i == 2:
+            if mode in ("reset", "stall_mid", "keepalive_mid") and i == 2:
                 if mode == "stall_mid":
                     await anyio.sleep(3600)
+                while mode == "keepalive_mid":
+                    await stream.send(b"e\r\n: keep-alive\n\n\r\n")
+                    await anyio.sleep(self.interval)
                 return
             choice: dict = {"index": 0, "text": "x", "finish_reason": finish if last else None}
             if mode.startswith("fireworks"):
