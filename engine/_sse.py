@@ -1,9 +1,9 @@
 """A pure server-sent-events framer: bytes in, the events' ``data`` payloads out.
 
 No I/O and no timers: the HTTP engine feeds it what each network read returned and decides
-what the payloads mean. Linear in the bytes fed: each byte is scanned for a line end once,
-and the buffer is trimmed once per feed, so a 16 MiB line costs what 16 MiB of small lines
-cost. A line longer than ``max_line`` raises :class:`SSELineTooLong` instead of growing the
+what the payloads mean. Linear in the bytes fed: each read is searched once for its last line end,
+and only the unfinished line is kept, so a 16 MiB line that arrives in many reads costs what
+16 MiB of small lines cost. A line longer than ``max_line`` raises :class:`SSELineTooLong` instead of growing the
 buffer without end.
 
 Per the SSE format: lines end in CRLF, LF or CR; ``data:`` lines of one event are joined with
@@ -20,13 +20,10 @@ Example::
 
 from __future__ import annotations
 
-import re
-
 __all__ = ["DEFAULT_MAX_LINE", "SSEFramer", "SSELineTooLong"]
 
 #: Longest line accepted by default. A chunk of a few token ids is a few hundred bytes.
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
-_LINE_END = re.compile(rb"[\r\n]")
 
 
 class SSELineTooLong(ValueError):
@@ -44,62 +41,51 @@ class SSEFramer:
         if max_line < 1:
             raise ValueError(f"max_line must be >= 1, got {max_line}")
         self.max_line = max_line
-        self._buffer = bytearray()
-        self._scanned = 0  # bytes of the buffer known to hold no line end
+        self._buffer = bytearray()  # the line being read (no line end in it)
+        self._after_cr = False  # the last feed ended on CR: a leading LF belongs to it
         self._data: list[bytes] = []  # the data lines of the event being read
         self._data_size = 0
 
     def feed(self, data: bytes) -> list[str]:
         """The payloads of the events that ``data`` completed, in order."""
-        buffer = self._buffer
-        buffer += data
-        payloads: list[str] = []
-        start = 0  # where the current line begins
-        end = len(buffer)
-        while True:
-            found = _LINE_END.search(buffer, max(start, self._scanned), end)
-            if found is None:
-                break
-            at = found.start()
-            width = 1
-            if buffer[at] == 0x0D:  # CR: a CRLF pair, or a lone CR
-                if at + 1 == end:
-                    break  # the LF may be in the next feed: decide then
-                if buffer[at + 1] == 0x0A:
-                    width = 2
-            self._line(bytes(buffer[start:at]), payloads)
-            start = at + width
-        self._scanned = max(start, end - 1 if end and buffer[end - 1] == 0x0D else end)
-        if start:
-            del buffer[:start]  # once per feed: linear overall
-            self._scanned -= start
-        if len(buffer) > self.max_line:
+        if self._after_cr and data[:1] == b"\n":
+            data = data[1:]
+        self._after_cr = False
+        # Only ``data`` is searched for the last line end: what is buffered holds none.
+        end = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        if end < 0:
+            self._buffer += data
+            if len(self._buffer) > self.max_line:
+                raise SSELineTooLong(self.max_line)
+            return []
+        complete = bytes(self._buffer) + data[: end + 1] if self._buffer else data[: end + 1]
+        self._buffer = bytearray(data[end + 1 :])
+        if len(self._buffer) > self.max_line:
             raise SSELineTooLong(self.max_line)
+        self._after_cr = end == len(data) - 1 and data[end:] == b"\r"
+        payloads: list[str] = []
+        for line in complete.splitlines():  # CRLF, LF or CR
+            if line.startswith(b"data"):
+                self._data_line(line)
+            elif not line:  # a blank line ends the event
+                if self._data:
+                    payloads.append(b"\n".join(self._data).decode("utf-8", errors="replace"))
+                    self._data = []
+                    self._data_size = 0
+            # else: a comment (``:`` — servers send these as keep-alives), or an event / id /
+            # retry field: nothing to deliver
         return payloads
 
     def close(self) -> list[str]:
         """End of stream: an event whose blank line never came is still delivered."""
-        payloads: list[str] = []
-        if self._buffer:
-            line = bytes(self._buffer).rstrip(b"\r")
-            self._buffer.clear()
-            self._scanned = 0
-            self._line(line, payloads)
-        self._line(b"", payloads)
-        return payloads
+        tail = b"\n\n" if self._buffer else b"\n"
+        self._after_cr = False
+        return self.feed(tail)
 
-    def _line(self, line: bytes, payloads: list[str]) -> None:
-        if not line:  # a blank line ends the event
-            if self._data:
-                payloads.append(b"\n".join(self._data).decode("utf-8", errors="replace"))
-                self._data = []
-                self._data_size = 0
-            return
-        if line.startswith(b":"):
-            return  # a comment: servers send these as keep-alives
+    def _data_line(self, line: bytes) -> None:
         name, colon, value = line.partition(b":")
         if name != b"data":
-            return  # event / id / retry (or an unknown field): nothing to deliver
+            return  # a field whose name only starts with "data"
         if colon and value.startswith(b" "):
             value = value[1:]
         self._data.append(value)

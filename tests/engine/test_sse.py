@@ -38,8 +38,13 @@ def test_any_split_gives_the_same_payloads(size):
 def test_crlf_split_between_feeds_is_one_line_end():
     framer = SSEFramer()
     assert framer.feed(b"data: x\r") == []
-    assert framer.feed(b"\n\r") == []  # the CR after the CRLF may still be a CRLF
-    assert framer.feed(b"\n") == ["x"]
+    assert framer.feed(b"\n\r") == ["x"]  # LF ends the CR's line end; CR ends the event
+    assert framer.feed(b"\n") == []  # the LF of that CRLF, not a second blank line
+    assert framer.feed(b"data: y\n\n") == ["y"]
+
+
+def test_vertical_tab_and_form_feed_are_not_line_ends():
+    assert feed_all(SSEFramer(), [b"data: a\x0bb\x0cc\n\n"]) == ["a\x0bb\x0cc"]
 
 
 def test_comments_only_give_nothing():
