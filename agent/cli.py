@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
-import json
 import os
 import signal
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from harmony_agent.engine._spec import ENGINE_ENV, engine_from_spec
 from harmony_agent.engine.base import Engine
 from harmony_agent.tools.base import Tool, Toolset
 from harmony_agent.tools.function import tool as make_tool
@@ -33,47 +33,31 @@ from .events import event_to_json
 
 __all__ = ["build_parser", "load_tools", "main", "make_engine"]
 
-ENGINE_ENV = "HARMONY_AGENT_ENGINE"
-
-
-def load_scripted(path: str) -> Engine:
-    """A ScriptedEngine from a JSON file: a list of raw Harmony replies (or {"replies": [...]})."""
-    from harmony_agent.engine.testing import ScriptedEngine
-
-    file = Path(path)
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigurationError(f"scripted replies file {path!r} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"scripted replies file {path!r} is not JSON: {exc}") from None
-    replies = data.get("replies") if isinstance(data, dict) else data
-    if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
-        raise ConfigurationError(
-            f"scripted replies file {path!r} must hold a JSON list of strings (raw Harmony "
-            'replies), e.g. ["<|channel|>final<|message|>Hi<|return|>"]'
-        )
-    return ScriptedEngine(replies)
+#: the CLI option for each library setting an error names (see HarmonyAgentError.settings)
+_FLAGS = {
+    "engine": "--engine",
+    "base_url": "--engine",
+    "model": "--model",
+    "api_key_env": "--api-key-env",
+}
 
 
 def make_engine(
     spec: str | None, *, model: str | None = None, api_key_env: str | None = None
 ) -> Engine:
-    """An engine from ``--engine`` (or ``$HARMONY_AGENT_ENGINE``).
-
-    ``scripted:FILE`` (a JSON list of raw Harmony replies), ``vllm[:MODEL_OR_PATH]``
-    (in-process vLLM) or ``http(s)://HOST:PORT/v1`` (an OpenAI-compatible server).
-    """
-    spec = spec or os.environ.get(ENGINE_ENV) or "vllm"
-    if spec.startswith("scripted:"):
-        return load_scripted(spec[len("scripted:") :])
-    try:
-        from harmony_agent.engine._spec import engine_from_spec
-    except ImportError:
-        raise ConfigurationError(
-            f"engine {spec!r} is not available in this build; use --engine scripted:FILE"
-        ) from None
+    """An engine from ``--engine`` (or ``$HARMONY_AGENT_ENGINE``): ``scripted:FILE``,
+    ``vllm[:MODEL_OR_PATH]`` or ``http(s)://HOST:PORT/v1`` (see ``harmony_agent.engine._spec``)."""
     return engine_from_spec(spec, model=model, api_key_env=api_key_env)
+
+
+def _with_flags(exc: HarmonyAgentError, *, first_line: bool = False) -> str:
+    """The error's message (or its first line), with the options that fix it: library
+    messages name settings, not options."""
+    flags = dict.fromkeys(_FLAGS[s] for s in exc.settings if s in _FLAGS)
+    text = str(exc) or type(exc).__name__
+    if first_line:
+        text = text.splitlines()[0]
+    return f"{text} ({', '.join(flags)})" if flags else text
 
 
 def _import_target(target: str) -> Any:
@@ -523,10 +507,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return anyio.run(_interruptible, _COMMANDS[args.command], args, out, err)
     except ConfigurationError as exc:
-        print(f"harmony-agent: {exc}", file=sys.stderr)
+        print(f"harmony-agent: {_with_flags(exc)}", file=sys.stderr)
         return 2
     except HarmonyAgentError as exc:
-        print(f"harmony-agent: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        print(
+            f"harmony-agent: {type(exc).__name__}: {_with_flags(exc, first_line=True)}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(

@@ -49,11 +49,13 @@ def _import_vllm() -> Any:
         from vllm.sampling_params import RequestOutputKind, SamplingParams
         from vllm.v1.engine.async_llm import AsyncLLM
     except ImportError as exc:
-        raise ConfigurationError(
+        error = ConfigurationError(
             f"vLLM is not installed ({exc}). On a GPU machine: pip install 'harmony-agent[vllm]'. "
-            "Or use a server (--engine http://HOST:PORT/v1) or a scripted model "
-            "(--engine scripted:FILE)."
-        ) from exc
+            "Or use a server (engine http://HOST:PORT/v1) or a scripted model "
+            "(engine scripted:FILE)."
+        )
+        error.settings = ("engine",)
+        raise error from exc
     return AsyncEngineArgs, AsyncLLM, SamplingParams, RequestOutputKind, TokensPrompt
 
 
@@ -80,12 +82,14 @@ class VLLMEngine(Engine):
             try:
                 self._llm = AsyncLLM.from_engine_args(args)
             except Exception as exc:  # vLLM raises plain RuntimeError/ValueError here
-                raise EngineUnavailableError(
+                error = EngineUnavailableError(
                     f"vLLM could not start {self.model!r}: {type(exc).__name__}: {exc}. "
                     "gpt-oss-20b needs a GPU with about 16 GB free and the weights (downloaded "
-                    "or a local path). Without one, use a server (--engine http://HOST:PORT/v1) "
-                    "or a scripted model (--engine scripted:FILE)."
-                ) from exc
+                    "or a local path). Without one, use a server (engine http://HOST:PORT/v1) "
+                    "or a scripted model (engine scripted:FILE)."
+                )
+                error.settings = ("engine",)
+                raise error from exc
 
     async def aclose(self) -> None:
         if self._llm is not None:
