@@ -1,5 +1,10 @@
 """Engines: token ids in, sampled token ids out (see :mod:`harmony_agent.engine.base`)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._flavor import Flavor
 from .base import (
     CALL,
     DEFAULT_STOP_TOKEN_IDS,
@@ -13,8 +18,13 @@ from .base import (
 from .replay import ReplayEngine
 from .testing import FunctionEngine, ScriptedEngine
 
+if TYPE_CHECKING:  # imported on first use below; named here for type checkers
+    from ._spec import engine_from_spec, parse_engine_spec
+    from .openai_http import OpenAICompatibleEngine
+    from .vllm import VLLMEngine
 
-def __getattr__(name: str):  # heavy engines are imported on first use
+
+def __getattr__(name: str) -> Any:  # heavy engines are imported on first use
     if name == "OpenAICompatibleEngine":
         from .openai_http import OpenAICompatibleEngine
 
@@ -23,10 +33,10 @@ def __getattr__(name: str):  # heavy engines are imported on first use
         from .vllm import VLLMEngine
 
         return VLLMEngine
-    if name == "engine_from_spec":
-        from ._spec import engine_from_spec
+    if name in ("engine_from_spec", "parse_engine_spec"):
+        from . import _spec
 
-        return engine_from_spec
+        return getattr(_spec, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -37,6 +47,7 @@ __all__ = [
     "Chunk",
     "Engine",
     "FinishReason",
+    "Flavor",
     "FunctionEngine",
     "GenerationRequest",
     "OpenAICompatibleEngine",
@@ -45,4 +56,5 @@ __all__ = [
     "TokenUsage",
     "VLLMEngine",
     "engine_from_spec",
+    "parse_engine_spec",
 ]

@@ -12,6 +12,8 @@ and, like the ``event``/``id``/``retry`` fields, carry no payload.
 
 Example::
 
+    from harmony_agent.engine._sse import SSEFramer
+
     framer = SSEFramer()
     assert framer.feed(b'data: {"a": 1}\\n\\n: keep-alive\\n\\ndata: [DO') == ['{"a": 1}']
     assert framer.feed(b"NE]\\n\\n") == ["[DONE]"]

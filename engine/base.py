@@ -25,7 +25,7 @@ Example — any engine, driven by hand::
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,7 +107,7 @@ class Engine(abc.ABC):
     context_window: int | None = None
 
     @abc.abstractmethod
-    def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the sampled ids of ``request``; the last chunk has ``finish_reason`` set."""
 
     async def aclose(self) -> None:  # noqa: B027 — optional hook, most engines hold nothing

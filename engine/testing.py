@@ -25,14 +25,20 @@ Example::
     assert result.final_text == "2 + 3 = 5"
     assert result.tool_calls[0].output == "5"
     assert engine.requests[1][: len(engine.requests[0])] == engine.requests[0]
+    assert engine.generation_requests[0].max_tokens == 8192  # Agent's max_tokens_per_turn
+    engine.assert_all_used()
+
+A reply may also start with ``<|start|>assistant`` (a whole message as the model would write
+it in a transcript): that prefix is dropped, since the prompt already ends with it.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 import anyio
+from harmony_agent._tokens import START, VOCAB_SIZE
 from harmony_agent.errors import ConfigurationError, ScriptExhaustedError
 
 from .base import Chunk, Engine, GenerationRequest, TokenUsage
@@ -40,14 +46,47 @@ from .base import Chunk, Engine, GenerationRequest, TokenUsage
 __all__ = ["FunctionEngine", "ScriptedEngine"]
 
 Reply = str | Sequence[int]
+_ASSISTANT_START = "<|start|>assistant"
+
+
+def _check_text(reply: str) -> str:
+    """A reply as the model samples it after ``<|start|>assistant``."""
+    if reply.startswith(_ASSISTANT_START):
+        return reply[len(_ASSISTANT_START) :]  # the prompt already ends with it
+    if reply.startswith("<|start|>"):
+        raise ConfigurationError(
+            f"a scripted reply is what the assistant samples after <|start|>assistant, but "
+            f"this one starts another message: {reply[:60]!r}. Start it with <|channel|> "
+            "(or <|start|>assistant)."
+        )
+    return reply
 
 
 def _encode(reply: Reply) -> list[int]:
-    if isinstance(reply, str):
-        from harmony_agent._encoding import load_encoding
+    from harmony_agent._encoding import load_encoding
 
-        return load_encoding().encode(reply, allowed_special="all")
-    return [int(t) for t in reply]
+    if isinstance(reply, str):
+        return load_encoding().encode(_check_text(reply), allowed_special="all")
+    if not isinstance(reply, Sequence):
+        raise ConfigurationError(
+            f"a scripted reply is raw Harmony text or a list of token ids, got {reply!r:.80}"
+        )
+    ids = list(reply)
+    for token in ids:
+        if type(token) is not int or not 0 <= token < VOCAB_SIZE:
+            raise ConfigurationError(
+                f"a scripted reply holds the token id {token!r}: ids are integers in "
+                f"[0, {VOCAB_SIZE})"
+            )
+    if ids[:1] == [START]:
+        assistant = load_encoding().encode("assistant", allowed_special="all")
+        if ids[1 : 1 + len(assistant)] != assistant:
+            raise ConfigurationError(
+                "a scripted reply of token ids starts a message that is not the assistant's; "
+                "give what the assistant samples after <|start|>assistant"
+            )
+        ids = ids[1 + len(assistant) :]
+    return ids
 
 
 class _StreamingDouble(Engine):
@@ -60,6 +99,8 @@ class _StreamingDouble(Engine):
         self.delay = delay
         #: prompt ids of every request, in order
         self.requests: list[list[int]] = []
+        #: every request whole (sampling settings, stop ids, session and request ids), in order
+        self.generation_requests: list[GenerationRequest] = []
         self.aborted = 0
         self.context_window = 131_072
 
@@ -77,11 +118,12 @@ class _StreamingDouble(Engine):
     async def _reply_for(self, request: GenerationRequest) -> list[int]:
         raise NotImplementedError
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         prompt = list(request.prompt_ids)
         ids = await self._reply_for(request)
         cached = self._cached(prompt)
         self.requests.append(prompt)
+        self.generation_requests.append(request)
         # Stop at the first stop token, as an engine with stop_token_ids would.
         stop_at = next((i for i, t in enumerate(ids) if t in request.stop_token_ids), None)
         if stop_at is not None:
@@ -123,11 +165,28 @@ class ScriptedEngine(_StreamingDouble):
         if isinstance(replies, str):
             raise ConfigurationError("ScriptedEngine takes a list of replies, not one string")
         self.replies: list[Reply] = list(replies)
+        for reply in self.replies:
+            if isinstance(reply, str):
+                _check_text(reply)  # a wrong start is reported now, not at its turn
         self._next = 0
 
     @property
     def remaining(self) -> int:
+        """Replies not asked for yet."""
         return len(self.replies) - self._next
+
+    def assert_all_used(self) -> None:
+        """Raise AssertionError, naming them, if some replies were never asked for (a test
+        whose run ended earlier than its script expected)."""
+        if self.remaining:
+            unused = "; ".join(
+                repr(r[:60] if isinstance(r, str) else list(r)[:12])
+                for r in self.replies[self._next :]
+            )
+            raise AssertionError(
+                f"{self.remaining} of {len(self.replies)} scripted replies were never used "
+                f"({len(self.requests)} requests came): {unused}"
+            )
 
     async def _reply_for(self, request: GenerationRequest) -> list[int]:
         if self._next >= len(self.replies):

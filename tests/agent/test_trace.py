@@ -73,7 +73,9 @@ def test_replay_reruns_the_tools_deterministically(tmp_path):
     path = tmp_path / "run.jsonl"
     original = agent_with(REPLIES).run_sync("sums", trace=path)
     calls.clear()
-    replay = Agent(tools=[add], engine=ReplayEngine(path), conversation_start_date="2026-01-01")
+    replay = Agent(
+        tools=[add], engine=ReplayEngine(load_trace(path)), conversation_start_date="2026-01-01"
+    )
     result = replay.run_sync("sums")
     assert calls == [(1, 2), (3, 4), (10, 20)]
     assert result.final_text == original.final_text
