@@ -4,8 +4,10 @@ The prompt goes to ``POST {base_url}/completions`` as token ids, with ``stream``
 tokens and a request for the sampled ids; the sampled ids come back in the SSE chunks. No
 chat template, no re-rendering: the server sees exactly the prompt the agent built. How each
 server spells that request is a :class:`~harmony_agent.engine._flavor.Flavor` (data);
-the event stream is cut into payloads by a pure framer (``_sse``); httpx's exceptions are
-mapped in one place (``_errors``).
+the answer is read under deadlines (``_stream``), its event stream cut into payloads by a
+pure framer (``_sse``) and its payloads read into our types (``_wire``); httpx's exceptions
+are mapped in one place (``_errors``). This module keeps the settings, the client, model
+discovery and the retry loop.
 
 Example::
 
@@ -49,15 +51,15 @@ import httpx
 from harmony_agent.errors import (
     ConfigurationError,
     ContextOverflowError,
-    EngineProtocolError,
     EngineRequestError,
     EngineTimeoutError,
 )
 
 from ._errors import RETRY_STATUS, Retryable, map_transport_errors, status_error, with_settings
 from ._flavor import FLAVORS, Flavor
-from ._sse import DEFAULT_MAX_LINE, SSEFramer
-from ._wire import Delta, final_chunk, parse_json, token_ids
+from ._sse import DEFAULT_MAX_LINE
+from ._stream import ERROR_BODY_BYTES, Clock, error_body, send, stream_deltas, whole_delta
+from ._wire import final_chunk, parse_json
 from .base import Chunk, Engine, GenerationRequest
 
 __all__ = ["OpenAICompatibleEngine"]
@@ -65,49 +67,6 @@ __all__ = ["OpenAICompatibleEngine"]
 #: ids a server may send past ``max_tokens`` before it is cut off (a stop token put back,
 #: an off-by-one in a server's accounting)
 TOKEN_MARGIN = 16
-#: the most of an error body that is read (it is only quoted, in one line)
-_ERROR_BODY_BYTES = 64 * 1024
-
-
-class _Clock:
-    """The deadlines of one attempt: the first id, the next id, the whole turn."""
-
-    def __init__(self, engine: OpenAICompatibleEngine, turn_deadline: float) -> None:
-        self.first_token_timeout = engine.first_token_timeout
-        self.token_timeout = engine.token_timeout
-        self.turn_timeout = engine.turn_timeout
-        self.turn_deadline = turn_deadline
-        self.where = engine.base_url
-        self.token_deadline = anyio.current_time() + self.first_token_timeout
-        self.tokens = 0
-
-    def deadline(self) -> float:
-        return min(self.token_deadline, self.turn_deadline)
-
-    def sampled(self, count: int) -> None:
-        """``count`` new ids arrived: the next one has ``token_timeout``."""
-        if count:
-            self.tokens += count
-            self.token_deadline = anyio.current_time() + self.token_timeout
-
-    def expired(self, waiting_for: str | None = None) -> EngineTimeoutError:
-        if self.turn_deadline <= self.token_deadline:
-            return EngineTimeoutError(
-                f"{self.where} did not finish the turn within turn_timeout={self.turn_timeout:g} s "
-                f"({self.tokens} tokens so far); raise turn_timeout if the server is just slow"
-            )
-        if self.tokens:
-            what, limit, name = "the next token", self.token_timeout, "token_timeout"
-        else:
-            what = waiting_for or "the first token"
-            limit, name = self.first_token_timeout, "first_token_timeout"
-        return with_settings(
-            EngineTimeoutError(
-                f"{self.where} sent nothing for {limit:g} s while waiting for {what}; the "
-                f"server is stalled or overloaded (raise {name} if it is just slow)"
-            ),
-            name,
-        )
 
 
 class OpenAICompatibleEngine(Engine):
@@ -255,7 +214,7 @@ class OpenAICompatibleEngine(Engine):
             raise status_error(
                 url,
                 response.status_code,
-                response.content[:_ERROR_BODY_BYTES],
+                response.content[:ERROR_BODY_BYTES],
                 response.headers.get("content-type", ""),
                 None,
             )
@@ -300,7 +259,15 @@ class OpenAICompatibleEngine(Engine):
         attempt = 0
         while True:
             streamed = False
-            clock = _Clock(self, turn_deadline)
+            clock = Clock(
+                self.base_url,
+                first_token_timeout=self.first_token_timeout,
+                token_timeout=self.token_timeout,
+                turn_timeout=self.turn_timeout,
+                turn_deadline=turn_deadline,
+                max_ids=body["max_tokens"] + TOKEN_MARGIN,
+                max_tokens=body["max_tokens"],
+            )
             try:
                 async with aclosing(self._attempt(url, body, headers, request, clock)) as chunks:
                     async for chunk in chunks:
@@ -321,20 +288,19 @@ class OpenAICompatibleEngine(Engine):
         body: dict[str, Any],
         headers: dict[str, str],
         request: GenerationRequest,
-        clock: _Clock,
+        clock: Clock,
     ) -> AsyncGenerator[Chunk, None]:
         sampled: list[int] = []  # the whole completion so far
-        limit = body["max_tokens"] + TOKEN_MARGIN
         with map_transport_errors(url, sampled):
             client = await self._http()
-            response = await self._send(client, url, body, headers, clock)
+            prepared = client.build_request("POST", url, json=body, headers=headers)
+            response = await send(client, prepared, clock)
             try:
                 if response.status_code != 200:
-                    text = await self._error_body(response, clock)
                     error = status_error(
                         url,
                         response.status_code,
-                        text,
+                        await error_body(response, clock),
                         response.headers.get("content-type", ""),
                         body.get("model"),
                     )
@@ -344,18 +310,13 @@ class OpenAICompatibleEngine(Engine):
                 cached_header = None
                 if self.flavor.cached_tokens_header:
                     cached_header = response.headers.get(self.flavor.cached_tokens_header)
-                source = (
-                    self._streamed(response, clock) if self.stream else self._whole(response, clock)
-                )
+                if self.stream:
+                    source = stream_deltas(response, clock, self.max_line_bytes)
+                else:
+                    source = whole_delta(response, clock, self.max_line_bytes)
                 async with aclosing(source) as deltas:
                     async for delta in deltas:
                         sampled += delta.ids
-                        if len(sampled) > limit:
-                            raise EngineProtocolError(
-                                f"{url} streamed {len(sampled)} tokens for a request of "
-                                f"max_tokens={body['max_tokens']}: the server does not "
-                                "honour max_tokens; cut off"
-                            )
                         if delta.finish is None:
                             if delta.ids:
                                 yield Chunk(tuple(delta.ids))
@@ -365,135 +326,3 @@ class OpenAICompatibleEngine(Engine):
             finally:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
-
-    async def _send(
-        self,
-        client: httpx.AsyncClient,
-        url: str,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        clock: _Clock,
-    ) -> httpx.Response:
-        """Send the request; the wait for its response headers is under the first-token
-        deadline (a server that accepts and never answers must not hang the run)."""
-        prepared = client.build_request("POST", url, json=body, headers=headers)
-        with anyio.CancelScope(deadline=clock.deadline()):
-            return await client.send(prepared, stream=True)
-        # only the deadline ends the block without a return
-        raise clock.expired("the response headers") from None
-
-    async def _error_body(self, response: httpx.Response, clock: _Clock) -> bytes:
-        """The start of an error body, read under the same deadline (a 500 whose body never
-        ends must not hang either); what arrived in time is enough to quote."""
-        body = bytearray()
-        with anyio.CancelScope(deadline=clock.deadline()):
-            async for data in response.aiter_bytes():
-                body += data
-                if len(body) >= _ERROR_BODY_BYTES:
-                    break
-        return bytes(body[:_ERROR_BODY_BYTES])
-
-    def _wrong_content(self, response: httpx.Response) -> str | None:
-        """Why a 200 answer to a streaming request is no event stream, if it is not one."""
-        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not kind or kind == "text/event-stream":
-            return None
-        if kind == "application/json":
-            return (
-                "answered the streaming request with plain JSON, not an event stream: the "
-                "server (or a proxy before it) does not stream /completions; use stream=False"
-            )
-        if "html" in kind:
-            return "answered with an HTML page, not an event stream; check the base URL"
-        return f"answered with {kind}, not an event stream (text/event-stream)"
-
-    async def _payloads(self, response: httpx.Response, clock: _Clock) -> AsyncGenerator[str, None]:
-        """The ``data`` payloads of the event stream, each network read under the clock."""
-        framer = SSEFramer(self.max_line_bytes)
-        reads = response.aiter_bytes()  # closed with the response
-        while True:
-            with anyio.CancelScope(deadline=clock.deadline()) as scope:
-                try:
-                    data = await reads.__anext__()
-                except StopAsyncIteration:
-                    break
-            if scope.cancelled_caught:
-                raise clock.expired()
-            for payload in framer.feed(data):
-                yield payload
-        for payload in framer.close():
-            yield payload
-
-    async def _streamed(
-        self, response: httpx.Response, clock: _Clock
-    ) -> AsyncGenerator[Delta, None]:
-        wrong = self._wrong_content(response)
-        if wrong is not None:
-            body = await self._error_body(response, clock)
-            raise with_settings(
-                EngineProtocolError(f"{self.base_url} {wrong} (it sent {body[:120]!r})"),
-                "base_url",
-            )
-        finish: Delta | None = None
-        tail: list[int] = []
-        usage: dict[str, Any] | None = None
-        async with aclosing(self._payloads(response, clock)) as payloads:
-            async for payload in payloads:
-                if payload == "[DONE]":
-                    break
-                event = parse_json(payload, self.base_url)
-                if "error" in event and not event.get("choices"):
-                    raise EngineRequestError(
-                        f"{self.base_url} reported an error mid-stream: {event['error']!s:.300}"
-                    )
-                if isinstance(event.get("usage"), dict):
-                    usage = event["usage"]
-                choices = event.get("choices") or []
-                if not isinstance(choices, list):
-                    raise EngineProtocolError(f"{self.base_url} sent choices that are not a list")
-                for choice in choices:
-                    if not isinstance(choice, dict):
-                        raise EngineProtocolError(
-                            f"{self.base_url} sent a choice that is not an object"
-                        )
-                    ids = token_ids(choice, self.base_url)
-                    clock.sampled(len(ids))
-                    if choice.get("finish_reason"):
-                        finish = Delta([], choice["finish_reason"], choice.get("stop_reason"))
-                        clock.sampled(1)  # the end came in time: the usage may follow
-                        tail.extend(ids)
-                    elif finish is None:
-                        yield Delta(ids)
-                    else:
-                        tail.extend(ids)
-        if finish is None:
-            raise EngineProtocolError(
-                f"{self.base_url} closed the stream without a finish reason after "
-                f"{clock.tokens} tokens; check its logs"
-            )
-        yield finish._replace(ids=tail, usage=usage)
-
-    async def _whole(self, response: httpx.Response, clock: _Clock) -> AsyncGenerator[Delta, None]:
-        body = bytearray()
-        with anyio.CancelScope(deadline=clock.deadline()) as scope:
-            async for data in response.aiter_bytes():
-                body += data
-                if len(body) > self.max_line_bytes:
-                    raise EngineProtocolError(
-                        f"{self.base_url} sent a response over {self.max_line_bytes} bytes; "
-                        "that is no completion (raise max_line_bytes if it really is one)"
-                    )
-        if scope.cancelled_caught:
-            raise clock.expired("the response")
-        data = parse_json(body.decode("utf-8", errors="replace"), self.base_url)
-        choices = data.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices else {}
-        if not isinstance(choice, dict):
-            raise EngineProtocolError(f"{self.base_url} sent a choice that is not an object")
-        usage = data.get("usage")
-        yield Delta(
-            token_ids(choice, self.base_url),
-            choice.get("finish_reason") or "stop",
-            choice.get("stop_reason"),
-            usage if isinstance(usage, dict) else None,
-        )

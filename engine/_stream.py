@@ -1,0 +1,233 @@
+"""One HTTP attempt's answer, read under deadlines: headers, error bodies, the event stream.
+
+:class:`Clock` holds the deadlines of one attempt — the first id, the next id, the whole
+turn — and the count of ids against the request's ``max_tokens``. Every wait on the network
+here runs in a cancel scope whose deadline the clock gives, so no server can hold a turn
+longer than the settings say, whatever it sends (nothing, keep-alive comments, an endless
+body, a token now and then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+import anyio
+import httpx
+from harmony_agent.errors import EngineProtocolError, EngineRequestError, EngineTimeoutError
+
+from ._errors import with_settings
+from ._sse import SSEFramer
+from ._wire import Delta, parse_json, token_ids
+
+__all__ = ["ERROR_BODY_BYTES", "Clock", "error_body", "send", "stream_deltas", "whole_delta"]
+
+#: the most of an error body that is read (it is only quoted, in one line)
+ERROR_BODY_BYTES = 64 * 1024
+
+
+class Clock:
+    """The deadlines and the id count of one attempt."""
+
+    def __init__(
+        self,
+        where: str,
+        *,
+        first_token_timeout: float,
+        token_timeout: float,
+        turn_timeout: float | None,
+        turn_deadline: float,
+        max_ids: int,
+        max_tokens: int,
+    ) -> None:
+        self.where = where
+        self.first_token_timeout = first_token_timeout
+        self.token_timeout = token_timeout
+        self.turn_timeout = turn_timeout
+        self.turn_deadline = turn_deadline
+        self.max_ids = max_ids
+        self.max_tokens = max_tokens
+        self.token_deadline = anyio.current_time() + first_token_timeout
+        self.tokens = 0
+
+    def deadline(self) -> float:
+        return min(self.token_deadline, self.turn_deadline)
+
+    def sampled(self, count: int) -> None:
+        """``count`` new ids arrived: the next one has ``token_timeout``; past ``max_ids``
+        the server is cut off (it does not honour ``max_tokens``)."""
+        if count:
+            self.tokens += count
+            if self.tokens > self.max_ids:
+                raise EngineProtocolError(
+                    f"{self.where} streamed {self.tokens} tokens for a request of "
+                    f"max_tokens={self.max_tokens}: the server does not honour max_tokens; "
+                    "cut off"
+                )
+            self.progress()
+
+    def progress(self) -> None:
+        """The server moved on (ids, or the end of the completion): restart the token timer."""
+        self.token_deadline = anyio.current_time() + self.token_timeout
+
+    def expired(self, waiting_for: str | None = None) -> EngineTimeoutError:
+        """The error for the deadline that passed."""
+        if self.turn_deadline <= self.token_deadline:
+            return with_settings(
+                EngineTimeoutError(
+                    f"{self.where} did not finish the turn within turn_timeout="
+                    f"{self.turn_timeout:g} s ({self.tokens} tokens so far); raise "
+                    "turn_timeout if the server is just slow"
+                ),
+                "turn_timeout",
+            )
+        if self.tokens:
+            what, limit, name = "the next token", self.token_timeout, "token_timeout"
+        else:
+            what = waiting_for or "the first token"
+            limit, name = self.first_token_timeout, "first_token_timeout"
+        return with_settings(
+            EngineTimeoutError(
+                f"{self.where} sent nothing for {limit:g} s while waiting for {what}; the "
+                f"server is stalled or overloaded (raise {name} if it is just slow)"
+            ),
+            name,
+        )
+
+
+async def send(client: httpx.AsyncClient, request: httpx.Request, clock: Clock) -> httpx.Response:
+    """Send ``request``; the wait for the response headers is under the first-token deadline
+    (a server that accepts and never answers must not hang the run)."""
+    with anyio.CancelScope(deadline=clock.deadline()):
+        return await client.send(request, stream=True)
+    # only the deadline ends the block without a return
+    raise clock.expired("the response headers")
+
+
+async def error_body(response: httpx.Response, clock: Clock) -> bytes:
+    """The start of a body that is only quoted, read under the same deadline (a 500 whose
+    body never ends must not hang either); what arrived in time is enough to quote."""
+    body = bytearray()
+    with anyio.CancelScope(deadline=clock.deadline()):
+        async for data in response.aiter_bytes():
+            body += data
+            if len(body) >= ERROR_BODY_BYTES:
+                break
+    return bytes(body[:ERROR_BODY_BYTES])
+
+
+def _not_an_event_stream(response: httpx.Response) -> str | None:
+    """Why a 200 answer to a streaming request is no event stream, if it is not one."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not kind or kind == "text/event-stream":
+        return None
+    if kind == "application/json":
+        return (
+            "answered the streaming request with plain JSON, not an event stream: the "
+            "server (or a proxy before it) does not stream /completions; use stream=False"
+        )
+    if "html" in kind:
+        return "answered with an HTML page, not an event stream; check the base URL"
+    return f"answered with {kind}, not an event stream (text/event-stream)"
+
+
+async def _payloads(
+    response: httpx.Response, clock: Clock, max_line: int
+) -> AsyncGenerator[str, None]:
+    """The ``data`` payloads of the event stream, each network read under the clock."""
+    framer = SSEFramer(max_line)
+    reads = response.aiter_bytes()  # closed with the response
+    while True:
+        with anyio.CancelScope(deadline=clock.deadline()) as scope:
+            try:
+                data = await reads.__anext__()
+            except StopAsyncIteration:
+                break
+        if scope.cancelled_caught:
+            raise clock.expired()
+        for payload in framer.feed(data):
+            yield payload
+    for payload in framer.close():
+        yield payload
+
+
+def _choices(event: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    choices = event.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise EngineProtocolError(f"{where} sent choices that are not a list of objects")
+    return choices
+
+
+async def stream_deltas(
+    response: httpx.Response, clock: Clock, max_line: int
+) -> AsyncGenerator[Delta, None]:
+    """The sampled ids of an event stream as deltas; the last one carries the finish."""
+    where = clock.where
+    wrong = _not_an_event_stream(response)
+    if wrong is not None:
+        body = await error_body(response, clock)
+        raise with_settings(
+            EngineProtocolError(f"{where} {wrong} (it sent {body[:120]!r})"), "base_url"
+        )
+    finish: Delta | None = None
+    tail: list[int] = []  # ids that came with or after the finish reason
+    usage: dict[str, Any] | None = None
+    async with aclosing(_payloads(response, clock, max_line)) as payloads:
+        async for payload in payloads:
+            if payload == "[DONE]":
+                break
+            event = parse_json(payload, where)
+            if "error" in event and not event.get("choices"):
+                raise EngineRequestError(
+                    f"{where} reported an error mid-stream: {event['error']!s:.300}"
+                )
+            if isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+            for choice in _choices(event, where):
+                ids = token_ids(choice, where)
+                clock.sampled(len(ids))
+                if choice.get("finish_reason"):
+                    finish = Delta([], choice["finish_reason"], choice.get("stop_reason"))
+                    clock.progress()  # the end came in time: the usage may follow
+                    tail.extend(ids)
+                elif finish is None:
+                    yield Delta(ids)
+                else:
+                    tail.extend(ids)
+    if finish is None:
+        raise EngineProtocolError(
+            f"{where} closed the stream without a finish reason after {clock.tokens} tokens; "
+            "check its logs"
+        )
+    yield finish._replace(ids=tail, usage=usage)
+
+
+async def whole_delta(
+    response: httpx.Response, clock: Clock, max_bytes: int
+) -> AsyncGenerator[Delta, None]:
+    """The one delta of a non-streamed answer, read whole under the clock."""
+    where = clock.where
+    body = bytearray()
+    with anyio.CancelScope(deadline=clock.deadline()) as scope:
+        async for data in response.aiter_bytes():
+            body += data
+            if len(body) > max_bytes:
+                raise EngineProtocolError(
+                    f"{where} sent a response over {max_bytes} bytes; that is no completion "
+                    "(raise max_line_bytes if it really is one)"
+                )
+    if scope.cancelled_caught:
+        raise clock.expired("the response")
+    data = parse_json(body.decode("utf-8", errors="replace"), where)
+    choices = _choices(data, where)
+    choice = choices[0] if choices else {}
+    ids = token_ids(choice, where)
+    clock.sampled(len(ids))
+    usage = data.get("usage")
+    yield Delta(
+        ids,
+        choice.get("finish_reason") or "stop",
+        choice.get("stop_reason"),
+        usage if isinstance(usage, dict) else None,
+    )
