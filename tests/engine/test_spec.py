@@ -3,8 +3,10 @@ CLI adds its options to library messages."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import threading
 
 import pytest
 from harmony_agent import cli
@@ -128,3 +130,45 @@ def test_the_cli_adds_options_to_engine_errors_of_a_run(capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1 and "EngineUnavailableError: cannot connect" in err
     assert err.endswith("(--engine)")
+
+
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    """A web server that is not an inference server: 404 pages in HTML."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _page(self) -> None:
+        page = b"<!DOCTYPE html>\n<html>\n<head><title>404 Not Found</title></head>\n<body>\n"
+        page += b"<h1>Not Found</h1>\n</body>\n</html>\n"
+        self.send_response(404)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def do_GET(self) -> None:
+        self._page()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self._page()
+
+
+def test_a_wrong_base_url_keeps_the_hint_in_the_cli(capsys):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/wrong"
+        code = cli.main(
+            ["run", "x", "--engine", url, "--model", "m", "--no-browser", "--no-python"]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and "<" not in last
+    assert "an HTML page titled '404 Not Found'" in last and "check the base URL" in last
+    assert last.endswith("model name 'm' (--engine, --model)")
