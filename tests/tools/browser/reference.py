@@ -13,10 +13,12 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harmony_agent._encoding import VOCAB_FILE, cache_dir, load_encoding
-from harmony_agent.tools.browser._extract import page_from_html
-from harmony_agent.tools.browser._render import PageSnapshot, find_in_page, render_view
+
+if TYPE_CHECKING:
+    from harmony_agent.tools.browser._render import PageSnapshot
 
 CORPUS = Path(__file__).parent / "corpus"
 # where tiktoken looks for o200k_base: a file named by the SHA-1 of its download URL
@@ -93,18 +95,24 @@ def ref_lines(page) -> list[str]:
     return ref_tool.wrap_lines(page.text)
 
 
-# --- ours --------------------------------------------------------------------------------------
+# --- ours (imported when used, so the reference half also serves older versions of ours) ------
 
 
 def our_page(html: str, url: str) -> PageSnapshot:
+    from harmony_agent.tools.browser._extract import page_from_html
+
     return page_from_html(html, url)
 
 
 def our_view(page: PageSnapshot, loc: int = 0, num_lines: int | None = None) -> str:
+    from harmony_agent.tools.browser._render import render_view
+
     return render_view(page, 0, loc, num_lines, load_encoding())
 
 
 def our_find(page: PageSnapshot, pattern: str) -> str:
+    from harmony_agent.tools.browser._render import find_in_page, render_view
+
     return render_view(find_in_page(page, 0, pattern), 1, 0, None, load_encoding())
 
 
