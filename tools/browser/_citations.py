@@ -12,9 +12,7 @@ _CITE = re.compile(r"【(\d+)†L(\d+)(?:-L(\d+))?】")
 # `[cursor] Title (url)`: the URL is shown percent-decoded, so it may hold spaces; the title may
 # hold parentheses, hence the last ` (scheme://...)` of the line (greedy title). A search page
 # has no URL.
-_HEADER = re.compile(
-    r"^\[(\d+)\] (?:(.*) \(([a-zA-Z][a-zA-Z0-9+.-]*://[^\n]*)\)|(.*))$", re.M
-)
+_HEADER = re.compile(r"^\[(\d+)\] (?:(.*) \(([a-zA-Z][a-zA-Z0-9+.-]*://[^\n]*)\)|(.*))$", re.M)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,9 @@ trained format, with the text the reference browser produced for the same HTML."
 
 from __future__ import annotations
 
+import random
+import textwrap
+
 import pytest
 from harmony_agent._encoding import load_encoding
 from harmony_agent.result import RunResult, ToolCallRecord
@@ -15,6 +18,7 @@ from harmony_agent.tools.browser._render import (
     render_view,
     view_end,
     wrap,
+    wrap_line,
 )
 
 URL = "http://127.0.0.1:8000/p"
@@ -134,6 +138,19 @@ def test_empty_and_broken_html_give_a_page():
         page = page_from_html(markup, URL)
         assert page.lines[:2] == ["", f"URL: {URL}"]
     assert page_from_html("<p>unclosed <b>bold", URL).lines[2] == "unclosed bold"
+
+
+def test_wrap_line_is_textwrap_as_the_reference_called_it():
+    rng = random.Random(20)
+    alphabet = ["a", "b", "é", "-", "--", " ", "  ", "\t", ".", "【", "†", "x" * 30, "co-op"]
+    for _ in range(3000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 120)))
+        expected = textwrap.wrap(line, width=80, replace_whitespace=False, drop_whitespace=False)
+        assert wrap_line(line) == expected, repr(line)
+    for width in (1, 5, 17):
+        assert wrap_line("ab-cd efg-hij " * 5, width) == textwrap.wrap(
+            "ab-cd efg-hij " * 5, width=width, replace_whitespace=False, drop_whitespace=False
+        )
 
 
 def test_wrap_keeps_whitespace_and_breaks_after_hyphens():
