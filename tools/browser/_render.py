@@ -32,6 +32,16 @@ Deliberate deviations from the reference browser, each for a reason:
   search page.
 * **Whitespace-normalised titles**, falling back to the host when a page has none.
 * **``topn`` honoured** in ``search`` (the reference always asked for 20 results).
+* **Each cursor keeps its own page.** Views are snapshots keyed by cursor, so ``open`` on an
+  older search cursor follows that search's links (the reference kept pages by URL, and
+  every search page has the URL ``""``); scrolling without ``loc`` resumes where that
+  cursor's view began (the reference went back to line 0).
+* **Search results are text.** Titles and snippets are HTML-escaped into the results page
+  (the reference pasted the search API's strings in as HTML).
+* **Links are opened as written.** ``arxiv.org`` is not rewritten to ``ar5iv.org`` (what the
+  page shows is the same; only the fetched address differs).
+* **Bounded pages.** Elements past ``max_nodes`` and HTML past ``max_text_chars`` are left
+  out, so a huge DOM cannot stall the tool.
 """
 
 from __future__ import annotations
