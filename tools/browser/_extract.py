@@ -59,15 +59,17 @@ EXTRACT_JS = r"""
   for (const d of closed) d.open = true;
   const marked = [];
   let count = 0, truncated = false;
-  for (const el of body.querySelectorAll("*")) {
-    const parent = el.parentElement;
-    if (parent && parent.hasAttribute(MARK)) continue;
+  // a hidden element is marked and its subtree not visited
+  const walker = document.createTreeWalker(body, NodeFilter.SHOW_ELEMENT, {acceptNode(el) {
     count += 1;
     let hide = false;
     if (count > maxNodes) { hide = true; truncated = true; }
     else if (typeof el.checkVisibility === "function" && !el.checkVisibility()) hide = true;
-    if (hide) { el.setAttribute(MARK, ""); marked.push(el); }
-  }
+    if (!hide) return NodeFilter.FILTER_ACCEPT;
+    el.setAttribute(MARK, ""); marked.push(el);
+    return NodeFilter.FILTER_REJECT;
+  }});
+  while (walker.nextNode()) {}
   for (const d of closed) d.open = false;
   const copy = document.documentElement.cloneNode(true);
   for (const el of marked) el.removeAttribute(MARK);
@@ -89,6 +91,7 @@ _BLANK_LINE = re.compile(r"^\s+$", re.M)
 _NEWLINES = re.compile(r"\n(\s*\n)+")
 _IMAGE_MARK = re.compile(r"【@[^】]+】")
 _WS = re.compile(r"\s+")
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
 _PASS_THROUGH = ("mailto:", "javascript:")
 
 
@@ -171,10 +174,11 @@ def page_from_html(
     markup: str, url: str, title: str | None = None, *, truncated: bool = False
 ) -> PageSnapshot:
     """The page the model sees for ``markup`` fetched from ``url`` (pure; see the module doc)."""
-    markup = sanitize(markup)
+    # lxml refuses a str that declares its own encoding: the text is decoded already
+    markup = _XML_DECLARATION.sub("", sanitize(markup))
     try:
         root = lxml.html.fromstring(markup) if markup.strip() else None
-    except (lxml.etree.ParserError, ValueError):
+    except lxml.etree.ParserError:  # nothing but comments or whitespace
         root = None
     if root is None:
         root = lxml.html.fromstring("<html><body></body></html>")

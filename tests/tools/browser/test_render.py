@@ -138,6 +138,9 @@ def test_empty_and_broken_html_give_a_page():
         page = page_from_html(markup, URL)
         assert page.lines[:2] == ["", f"URL: {URL}"]
     assert page_from_html("<p>unclosed <b>bold", URL).lines[2] == "unclosed bold"
+    xhtml = '<?xml version="1.0" encoding="utf-8"?><html><body><p>Grüße</p></body></html>'
+    assert page_from_html(xhtml, URL).lines[2] == "Grüße"
+    assert page_from_html("<!-- nothing -->", URL).lines == ["", f"URL: {URL}", ""]
 
 
 def test_wrap_line_is_textwrap_as_the_reference_called_it():
