@@ -7,7 +7,8 @@ HTML. :func:`page_from_html` is pure: it turns HTML (that copy, or a static file
 
 1. characters U+10000-U+1FFFF are removed; ``【``/``】`` become ``〖``/``〗``, ``◼`` ``◾``, and
    zero-width spaces go, so page text cannot imitate link or citation markers;
-2. each ``<a href>`` becomes ``【id†text】`` (same host and port as the page) or
+2. each ``<a href>`` becomes ``【id†text】`` (same host and port as the page, in any case or
+   IDN spelling) or
    ``【id†text†host:port】`` (another one), the host as written (``www.münchen.de``), its text
    the anchor's text nodes joined by single spaces, ``†`` written ``‡``; an anchor with no
    text (an image link) stays as it is, a ``#fragment`` link becomes its text; each distinct
@@ -105,6 +106,18 @@ def host(url: str) -> str:
     return urllib.parse.urlsplit(url if "http" in url else "http://" + url).netloc
 
 
+def _site(netloc: str) -> str:
+    """``netloc`` compared as one site: lower case, IDN labels decoded (Chromium reports a
+    page's address as ``www.xn--mnchen-3ya.de`` while its links say ``www.münchen.de``)."""
+    netloc = netloc.lower()
+    if "xn--" in netloc:
+        try:
+            netloc = netloc.encode("ascii").decode("idna")
+        except UnicodeError:
+            pass
+    return netloc
+
+
 def _replace_with_text(node: Any, text: str) -> None:
     """Put ``text`` where ``node`` was (keeping the text after it) and drop the node."""
     parent, previous = node.getparent(), node.getprevious()
@@ -126,7 +139,7 @@ def _link_text(node: Any) -> str:
 
 
 def _links(root: Any, page_url: str) -> dict[int, str]:
-    page_host = host(page_url)
+    page_site = _site(host(page_url))
     ids: dict[str, int] = {}
     for a in list(root.iter("a")):
         href = a.get("href")
@@ -149,7 +162,7 @@ def _links(root: Any, page_url: str) -> dict[int, str]:
         target_host = host(target)
         marker = (
             f"【{link_id}†{text}】"
-            if target_host == page_host
+            if _site(target_host) == page_site
             else f"【{link_id}†{text}†{target_host}】"
         )
         _replace_with_text(a, marker)

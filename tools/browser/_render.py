@@ -24,6 +24,9 @@ Deliberate deviations from the reference browser, each for a reason:
   ``<details>`` are kept, as the reference keeps them.
 * **``find`` across wrapped lines.** A pattern that the 80-column wrap split over two lines
   is found (at the line where it starts); the reference only matched within one line.
+* **One site, however spelled.** A link is on the page's site when host and port match
+  ignoring case and IDN spelling: Chromium reports ``www.xn--mnchen-3ya.de`` for a page whose
+  links say ``www.münchen.de`` (the reference compared the strings).
 * **No markers for links that cannot be opened.** ``tel:``, ``ftp:``, ``data:`` ... links keep
   their text without a ``【id†…】`` marker (the reference gave them ids and a bogus domain).
 * **Text after a formula kept.** ``<math>`` is dropped, but not the text that follows it

@@ -114,6 +114,15 @@ def test_links_ids_domains_and_what_gets_no_marker():
     }
 
 
+def test_same_site_ignores_case_and_idn_spelling():
+    page = page_from_html(
+        "<p><a href='https://www.münchen.de/rathaus'>Rathaus</a> <a href='/a'>A</a> "
+        "<a href='http://WWW.XN--MNCHEN-3YA.DE:8080/'>port</a></p>",
+        "https://www.xn--mnchen-3ya.de/",
+    )
+    assert page.lines[2] == "【0†Rathaus】 【1†A】 【2†port†WWW.XN--MNCHEN-3YA.DE:8080】"
+
+
 def test_markers_in_page_text_are_escaped_and_titles_normalised():
     page = page_from_html(
         "<title>\n  A   【title】\n</title><p>【0†fake】 ◼ a\u200bb</p>", "http://h.example/"
