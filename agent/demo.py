@@ -133,7 +133,8 @@ class _DemoModel:
             )
         if step == 5:
             self.notes["climate"] = _cursor(seen)
-            rows = re.findall(r"^L(\d+): (\w+) \| [\d.]+ \| (\d+)$", seen, re.M)
+            # table rows as the browser shows them: cells joined by spaces
+            rows = re.findall(r"^L(\d+): (\w+) [\d.]+ (\d+) *$", seen, re.M)
             self.rain = [int(mm) for _, _, mm in rows]
             self.notes["first_row"], self.notes["last_row"] = int(rows[0][0]), int(rows[-1][0])
             code = f"rain = {self.rain}\nround(sum(rain) / len(rain), 1)"

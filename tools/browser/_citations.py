@@ -9,7 +9,10 @@ from typing import Any
 __all__ = ["Citation", "citations", "link_citations"]
 
 _CITE = re.compile(r"【(\d+)†L(\d+)(?:-L(\d+))?】")
-_HEADER = re.compile(r"^\[(\d+)\] (.*?)(?: \((\S*)\))?$", re.M)
+# `[cursor] Title (url)`: the URL is shown percent-decoded, so it may hold spaces; the title may
+# hold parentheses, hence the last ` (scheme://...)` of the line (greedy title). A search page
+# has no URL.
+_HEADER = re.compile(r"^\[(\d+)\] (?:(.*) \(([a-zA-Z][a-zA-Z0-9+.-]*://[^\n]*)\)|(.*))$", re.M)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,7 @@ def _views(result: Any) -> dict[int, tuple[str | None, str, dict[int, str]]]:
         lines = dict(re.findall(r"^L(\d+): (.*)$", call.output, re.M))
         views[int(m.group(1))] = (
             m.group(3) or None,
-            m.group(2),
+            m.group(2) if m.group(3) else m.group(4),
             {int(k): v for k, v in lines.items()},
         )
     return views
@@ -60,7 +63,8 @@ def link_citations(text: str, result: Any) -> str:
         if not c.url:
             continue
         parts.append(text[pos : c.span[0]])
-        parts.append(f" ([{c.title or c.url}]({c.url}))")
+        # the view showed the URL decoded: a space would end a Markdown link target
+        parts.append(f" ([{c.title or c.url}]({c.url.replace(' ', '%20')}))")
         pos = c.span[1]
     parts.append(text[pos:])
     return "".join(parts)

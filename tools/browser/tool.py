@@ -26,8 +26,9 @@ from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import ToolNamespaceConfig
 
 from ._chromium import chromium_for_this_loop
+from ._extract import EXTRACT_JS, page_from_dom, search_page
 from ._policy import PolicyViolation, UrlPolicy
-from ._render import EXTRACT_JS, PageSnapshot, build_page, find_in_page, render_view, search_page
+from ._render import PageSnapshot, find_in_page, render_view
 from ._search import SearchBackend
 
 __all__ = ["BrowserTool"]
@@ -272,7 +273,7 @@ class BrowserTool(Toolset):
     def _view(self, state: _State, cursor: int, loc: int, num_lines: int | None) -> str:
         try:
             return render_view(
-                state.stack[cursor], cursor, loc, num_lines, self._count, self.view_tokens
+                state.stack[cursor], cursor, loc, num_lines, self._encoding, self.view_tokens
             )
         except ValueError as exc:
             raise ToolExecutionError(str(exc)) from None
@@ -345,7 +346,7 @@ class BrowserTool(Toolset):
             raise ToolExecutionError(
                 f"Error fetching URL `{url}`: the page did not respond ({type(exc).__name__})"
             ) from None
-        return build_page(final, data["title"], data["text"], data["links"], data["truncated"])
+        return await anyio.to_thread.run_sync(page_from_dom, final, data)
 
     # --- the trained functions -------------------------------------------------------------
 
@@ -394,7 +395,7 @@ class BrowserTool(Toolset):
                 raise ToolExecutionError(f"Invalid link id `{id}`.")
             origin, line = page.targets[id]
             target = state.stack[origin]
-            start = loc if loc >= 0 else max(line - 4, 0)
+            start = loc if loc >= 0 else (line - 4 if line > 4 else line)
             return self._view(state, state.push(target, start), start, lines)
         url = page.links.get(id)
         if url is None:
