@@ -401,42 +401,17 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
 
 
 async def _cmd_replay(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harmony_agent.engine.replay import ReplayEngine
+    from .replay import Replay
 
-    from .trace import load_trace
-
-    trace = load_trace(args.trace)
-    engine = ReplayEngine(trace)
-    agent = _agent(args, engine)
-    recorded = [e for e in trace.events if e.type == "tool_result"]
-    run_events: list[Any] = []
-
-    async def collect() -> Any:
-        async for event in agent.resume_stream(_initial_state(trace)):
-            run_events.append(event)
-            yield event
-
-    await _drive(collect(), args, out, _view(args, err))
-    now = [e for e in run_events if e.type == "tool_result"]
-    changed = sum(1 for a, b in zip(recorded, now, strict=False) if a.output != b.output)
+    replay = Replay(args.trace)
+    agent = _agent(args, replay.engine)
+    await _drive(replay.stream(agent), args, out, _view(args, err))
     if not args.json:
         err.print(
-            f"[dim]replayed {len(now)} tool calls; {changed} outputs differ from the trace[/]"
+            f"[dim]replayed {len(replay.replayed)} tool calls; {len(replay.changes)} outputs "
+            "differ from the trace[/]"
         )
     return 0
-
-
-def _initial_state(trace: Any) -> Any:
-    from openai_harmony import Message
-
-    from .agent import RunState
-
-    return RunState(
-        trace.run_id + "-replay",
-        trace.task,
-        [Message.from_dict(m) for m in trace.header["messages"]],
-        list(trace.header["prompt_ids"]),
-    )
 
 
 async def _cmd_trace(args: argparse.Namespace, out: Console, err: Console) -> int:
