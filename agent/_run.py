@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import Any, assert_never
 
 from harmony_agent.engine.base import FinishReason, TokenUsage
 from harmony_agent.tools.base import RunContext, Tool
@@ -31,7 +31,7 @@ from openai_harmony import Message
 from . import _harmony as hm
 from ._parse import TurnParser
 from ._registry import is_tool_recipient
-from ._state import Recorder, RunState
+from ._state import LoopAgent, Recorder, RunState
 from ._transcript import Transcript
 from ._turn import Sampled, final_text, maybe_json, request_for, visible_event
 from .errors import (
@@ -52,9 +52,6 @@ from .events import (
     WarningEvent,
 )
 from .result import RunResult, RunUsage, ToolCallRecord
-
-if TYPE_CHECKING:
-    from .agent import Agent
 
 __all__ = ["CallTool", "Finish", "NextStep", "Resample", "Run"]
 
@@ -99,7 +96,7 @@ class Run:
     latest turn's output, set by :meth:`sample`.
     """
 
-    agent: Agent
+    agent: LoopAgent
     task: str
     history: RunResult | None = None
     deps: Any = None

@@ -1,4 +1,5 @@
-"""Where a run stands (``RunState``) and who watches it (``Recorder``).
+"""Where a run stands (``RunState``), who watches it (``Recorder``) and what it runs
+(``LoopAgent``, the part of ``Agent`` the loop reads).
 
 A leaf module: the loop (``_run``), the trace writer and reader (``trace``) and the CLI import
 it, and it imports none of them, so the run and its trace do not depend on each other.
@@ -7,14 +8,17 @@ it, and it imports none of them, so the run and its trace do not depend on each 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-from openai_harmony import Message
+from harmony_agent.engine.base import Engine
+from openai_harmony import HarmonyEncoding, Message
 
+from ._registry import ToolRegistry
 from .events import Event
-from .result import RunUsage, ToolCallRecord
+from .result import RunResult, RunUsage, ToolCallRecord
 
-__all__ = ["Recorder", "RunState"]
+__all__ = ["LoopAgent", "Recorder", "RunState"]
 
 
 @dataclass
@@ -83,3 +87,30 @@ class Recorder(Protocol):
     async def step(
         self, state: RunState, output_ids: list[int], appended_ids: list[int]
     ) -> None: ...
+
+
+class LoopAgent(Protocol):
+    """What a run reads from its agent; :class:`harmony_agent.Agent` is the implementation.
+
+    The loop depends on this, not on ``Agent``, so the agent module can import the loop.
+    """
+
+    engine: Engine
+    encoding: HarmonyEncoding
+    registry: ToolRegistry
+    max_turns: int
+    max_tokens_per_turn: int
+    max_tool_errors: int
+    temperature: float | None
+    top_p: float | None
+    seed: int | None
+    context_window: int | None
+    files_dir: Path | None
+
+    def initial_messages(self, task: str, history: RunResult | None = None) -> list[Message]:
+        """The conversation the first prompt of a run renders."""
+        ...
+
+    def first_prompt(self, task: str) -> list[int]:
+        """The first prompt of a new run, as token ids."""
+        ...

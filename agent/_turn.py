@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harmony_agent.engine.base import FinishReason, GenerationRequest
 from openai_harmony import Message
@@ -16,12 +16,10 @@ from openai_harmony import Message
 from ._harmony import message_text
 from ._parse import Delta, MessageStart
 from ._registry import is_tool_recipient
+from ._state import LoopAgent
 from ._transcript import PromptView
 from .errors import ContextOverflowError, OutputTruncatedError
 from .events import Event, PreambleDelta, ReasoningDelta, TextDelta, ToolCallStarted
-
-if TYPE_CHECKING:
-    from .agent import Agent
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
@@ -50,7 +48,9 @@ class Sampled:
     parse_error: str | None
 
 
-def request_for(agent: Agent, prompt: Sequence[int], run_id: str, turn: int) -> GenerationRequest:
+def request_for(
+    agent: LoopAgent, prompt: Sequence[int], run_id: str, turn: int
+) -> GenerationRequest:
     """The engine request of one turn: as many tokens as the context window has room for."""
     window = agent.context_window or agent.engine.context_window or DEFAULT_CONTEXT_WINDOW
     room = window - len(prompt)

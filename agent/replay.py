@@ -37,19 +37,17 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from harmony_agent.engine.replay import ReplayEngine
 
 from ._run import Run
+from ._state import LoopAgent
 from .errors import ConfigurationError
 from .events import Event, ToolResultEvent
 from .result import RunResult
 from .trace import Trace, load_trace
-
-if TYPE_CHECKING:
-    from .agent import Agent
 
 __all__ = ["OutputChange", "Replay", "ReplayOutcome", "compare_tool_results"]
 
@@ -119,7 +117,7 @@ class Replay:
     def outcome(self) -> ReplayOutcome:
         return ReplayOutcome(self.result, self.recorded, self.replayed, self.changes)
 
-    async def stream(self, agent: Agent) -> AsyncGenerator[Event, None]:
+    async def stream(self, agent: LoopAgent) -> AsyncGenerator[Event, None]:
         """Run the recorded conversation again on ``agent``, yielding its events."""
         if agent.engine is not self.engine:
             raise ConfigurationError(
@@ -135,7 +133,7 @@ class Replay:
         self.result = run.result
 
     async def run(
-        self, agent: Agent, *, on_event: Callable[[Event], Any] | None = None
+        self, agent: LoopAgent, *, on_event: Callable[[Event], Any] | None = None
     ) -> ReplayOutcome:
         """:meth:`stream` to the end; ``on_event`` sees every event (sync or async)."""
         async with aclosing(self.stream(agent)) as events:
@@ -146,6 +144,6 @@ class Replay:
                         await outcome
         return self.outcome()
 
-    def run_sync(self, agent: Agent) -> ReplayOutcome:
+    def run_sync(self, agent: LoopAgent) -> ReplayOutcome:
         """:meth:`run` for synchronous code."""
         return anyio.run(lambda: self.run(agent))
