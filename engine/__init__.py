@@ -1,5 +1,7 @@
 """Engines: token ids in, sampled token ids out (see :mod:`harmony_agent.engine.base`)."""
 
+from typing import TYPE_CHECKING, Any
+
 from .base import (
     CALL,
     DEFAULT_STOP_TOKEN_IDS,
@@ -13,8 +15,13 @@ from .base import (
 from .replay import ReplayEngine
 from .testing import FunctionEngine, ScriptedEngine
 
+if TYPE_CHECKING:  # what users' type checkers see; at run time they load on first use
+    from ._spec import engine_from_spec
+    from .openai_http import OpenAICompatibleEngine
+    from .vllm import VLLMEngine
 
-def __getattr__(name: str):  # heavy engines are imported on first use
+
+def __getattr__(name: str) -> Any:  # heavy engines are imported on first use
     if name == "OpenAICompatibleEngine":
         from .openai_http import OpenAICompatibleEngine
 

@@ -25,7 +25,7 @@ Example — any engine, driven by hand::
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,8 +107,12 @@ class Engine(abc.ABC):
     context_window: int | None = None
 
     @abc.abstractmethod
-    def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Stream the sampled ids of ``request``; the last chunk has ``finish_reason`` set."""
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Stream the sampled ids of ``request``; the last chunk has ``finish_reason`` set.
+
+        An async generator (``async def`` with ``yield``), so that callers can close it
+        (``contextlib.aclosing``) to abort the request.
+        """
 
     async def aclose(self) -> None:  # noqa: B027 — optional hook, most engines hold nothing
         """Release the engine's resources (processes, connections)."""

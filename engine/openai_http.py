@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Literal
 
@@ -224,7 +224,7 @@ class OpenAICompatibleEngine(Engine):
 
     # --- the contract ----------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         model = await self._model_name()
         body = self._body(request, model)
         if self.context_window is not None:
@@ -254,7 +254,7 @@ class OpenAICompatibleEngine(Engine):
 
     async def _attempt(
         self, url: str, body: dict[str, Any], headers: dict[str, str], request: GenerationRequest
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         sampled: list[int] = []  # the whole completion so far
         try:
             client = await self._http()
@@ -305,7 +305,7 @@ class OpenAICompatibleEngine(Engine):
                 raise _Retryable(error) from exc
             raise error from exc
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[str]:
+    async def _events(self, response: httpx.Response) -> AsyncGenerator[str, None]:
         """The ``data:`` payloads of the SSE stream. One timeout per network read (not per
         line): the first read may take ``first_token_timeout``, later ones ``token_timeout``."""
         reads = response.aiter_bytes()  # closed with the response

@@ -30,7 +30,7 @@ Example::
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 import anyio
 from harmony_agent.errors import ConfigurationError, ScriptExhaustedError
@@ -77,7 +77,7 @@ class _StreamingDouble(Engine):
     async def _reply_for(self, request: GenerationRequest) -> list[int]:
         raise NotImplementedError
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         prompt = list(request.prompt_ids)
         ids = await self._reply_for(request)
         cached = self._cached(prompt)
