@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from harmony_agent.engine.base import FinishReason, TokenUsage
-from harmony_agent.tools.base import RunContext, Tool
+from harmony_agent.tools.base import RunContext, Tool, ToolResult
 from openai_harmony import Message
 
 from . import _harmony as hm
@@ -380,12 +380,11 @@ class Run:
         tool: Tool | UnknownToolError,
         ctx: RunContext,
     ) -> ToolCallRecord:
+        name: str | None = None
         if isinstance(tool, UnknownToolError):
-            name, output, ok, error_kind, duration_s = None, str(tool), False, tool.kind, 0.0
+            result = ToolResult(str(tool), ok=False, error_kind=tool.kind)
         else:
-            result = await tool.invoke(raw, ctx)
-            name, output, ok = tool.recipient, result.text, result.ok
-            error_kind, duration_s = result.error_kind, result.duration_s
+            name, result = tool.recipient, await tool.invoke(raw, ctx)
         return ToolCallRecord(
             call_id=call_id,
             turn=self.turn,
@@ -394,10 +393,10 @@ class Run:
             channel=step.call.channel,
             raw_arguments=raw,
             arguments=arguments,
-            output=output,
-            ok=ok,
-            error_kind=error_kind,
-            duration_s=duration_s,
+            output=result.text,
+            ok=result.ok,
+            error_kind=result.error_kind,
+            duration_s=result.duration_s,
         )
 
     # --- finish: this turn's messages are the answer -------------------------------------

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,9 @@ from harmony_agent.tools.function import tool as make_tool
 from rich.console import Console
 
 from ._console import EventView, Prices
+from .agent import Agent
 from .errors import ConfigurationError, HarmonyAgentError
-from .events import event_to_json
+from .events import Event, RunFinished, event_to_json
 
 __all__ = ["build_parser", "load_tools", "main", "make_engine"]
 
@@ -283,7 +284,7 @@ def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
     if args.browser:
         from harmony_agent.tools.browser import BrowserTool, LocalSearch, SearxngSearch
 
-        search = None
+        search: LocalSearch | SearxngSearch | None = None
         if args.search_dir:
             try:
                 search = LocalSearch(args.search_dir, args.search_base_url)
@@ -305,9 +306,7 @@ def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
     return tools
 
 
-def _agent(args: argparse.Namespace, engine: Engine) -> Any:
-    from .agent import Agent
-
+def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
     return Agent(
         args.instructions,
         tools=[*builtin_tools(args), *load_tools(args.tools)],
@@ -327,7 +326,9 @@ def _view(args: argparse.Namespace, err: Console) -> EventView:
     )
 
 
-async def _drive(events: Any, args: argparse.Namespace, out: Console, view: EventView) -> Any:
+async def _drive(
+    events: AsyncGenerator[Event, None], args: argparse.Namespace, out: Console, view: EventView
+) -> RunFinished | None:
     """Show a run's events; returns its RunFinished event (None if it did not finish)."""
     finished = None
     try:

@@ -57,6 +57,8 @@ from harmony_agent.errors import (
     ToolExecutionError,
     ToolTimeoutError,
 )
+from jsonschema.protocols import Validator
+from openai_harmony import ToolNamespaceConfig
 
 __all__ = ["RunContext", "Tool", "ToolResult", "Toolset", "serialize_output"]
 
@@ -177,7 +179,7 @@ class Tool(abc.ABC):
     parameters: dict[str, Any] | None = None
     timeout: float | None = 60.0
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
-    _validator_cache: tuple[Any, jsonschema.Draft202012Validator] | None = None
+    _validator_cache: tuple[Any, Validator] | None = None
 
     @property
     def recipient(self) -> str:
@@ -237,7 +239,7 @@ class Tool(abc.ABC):
                 + "\nFix these and call the tool again."
             )
 
-    def _validator(self) -> jsonschema.Draft202012Validator:
+    def _validator(self) -> Validator:
         # Built once per tool (building one checks and compiles the schema); replacing
         # ``parameters`` gets a new one.
         cached = self._validator_cache
@@ -284,6 +286,6 @@ class Toolset(abc.ABC):
     def tools(self) -> Sequence[Tool]:
         """Every tool of the set."""
 
-    def system_namespaces(self) -> Sequence[Any]:
+    def system_namespaces(self) -> Sequence[ToolNamespaceConfig]:
         """``openai_harmony.ToolNamespaceConfig`` objects for the system message."""
         return ()
