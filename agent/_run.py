@@ -299,6 +299,8 @@ class Run:
     # --- resample: the output did not parse ----------------------------------------------
 
     async def resample(self, step: Resample) -> Steps:
+        """Warn and go round again, within the error budget (the next sample is the same
+        prompt; nothing is appended)."""
         self.consecutive_errors += 1
         yield WarningEvent(
             run_id=self.run_id,
@@ -315,6 +317,8 @@ class Run:
     # --- tool step: resolve, validate, invoke, append the result ids ---------------------
 
     async def tool_step(self, step: CallTool, ctx: RunContext) -> Steps:
+        """Resolve the recipient, invoke the tool (it validates its arguments), and append the
+        sampled ids and the rendered tool message to the transcript: the next prompt."""
         sampled = step.sampled
         self.messages.extend(sampled.messages)
         call_id = f"{self.run_id}-{len(self.calls)}"
@@ -402,6 +406,7 @@ class Run:
     # --- finish: this turn's messages are the answer -------------------------------------
 
     async def finish(self, step: Finish) -> Steps:
+        """The answer: :attr:`result` and ``RunFinished``."""
         sampled = step.sampled
         self.messages.extend(sampled.messages)
         text, warning = final_text(sampled, self.agent.max_tokens_per_turn)

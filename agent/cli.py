@@ -127,6 +127,7 @@ def load_tools(targets: Sequence[str]) -> list[Tool | Toolset]:
 
 
 def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> None:
+    # Long but flat: one declaration per option, read top to bottom like the --help it makes.
     if engine:
         parser.add_argument(
             "--engine",
@@ -215,6 +216,7 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Long but flat: one sub-command after the other, as `--help` lists them.
     parser = argparse.ArgumentParser(
         prog="harmony-agent",
         description="Run gpt-oss agents: the Harmony loop with function, browser and python tools.",
