@@ -11,8 +11,8 @@ Steps are async generators of events; the driver (:meth:`Run.events`) is the one
 events are recorded (the run's list, the trace) before the caller sees them.
 
 A new step (an approval pause, context compaction, a structured-output repair) is one more
-``NextStep`` class, one function, one branch in :meth:`Run.decide` and one ``case`` in
-:meth:`Run._turns`; the type checker flags a ``NextStep`` that has no ``case``.
+``NextStep`` class (in ``_turn``), one step function here, one branch in :meth:`Run.decide`
+and one ``case`` in :meth:`Run._turns`; the type checker flags a ``NextStep`` with no ``case``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,17 @@ from ._parse import TurnParser
 from ._registry import is_tool_recipient
 from ._state import LoopAgent, Recorder, RunState
 from ._transcript import Transcript
-from ._turn import Sampled, final_text, maybe_json, request_for, visible_event
+from ._turn import (
+    CallTool,
+    Finish,
+    NextStep,
+    Resample,
+    Sampled,
+    final_text,
+    request_for,
+    resolve_call,
+    visible_event,
+)
 from .errors import (
     EngineError,
     HarmonyAgentError,
@@ -56,35 +66,6 @@ from .result import RunResult, RunUsage, ToolCallRecord
 __all__ = ["CallTool", "Finish", "NextStep", "Resample", "Run"]
 
 Steps = AsyncGenerator[Event, None]
-
-
-# --- what happens next: the values `decide` returns ---------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Resample:
-    """The output did not parse: sample the same turn again (same prompt, still cached)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallTool:
-    """The turn ended in a tool call: run it and sample the next turn."""
-
-    sampled: Sampled
-    call: Message
-    recipient: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    """No tool call: this turn's messages are the answer."""
-
-    sampled: Sampled
-
-
-NextStep = Resample | CallTool | Finish
 
 
 @dataclass
@@ -323,7 +304,7 @@ class Run:
         self.messages.extend(sampled.messages)
         call_id = f"{self.run_id}-{len(self.calls)}"
         raw = hm.message_text(step.call)
-        tool, arguments = self._resolve(step.recipient, raw)
+        tool, arguments = resolve_call(self.agent.registry, step.recipient, raw)
         yield ToolCallEvent(
             run_id=self.run_id,
             turn=self.turn,
@@ -367,13 +348,6 @@ class Run:
                 f"{record.recipient}: {record.output[:300]}). The model is stuck; check "
                 f"the tool descriptions or raise max_tool_errors."
             )
-
-    def _resolve(self, recipient: str, raw: str) -> tuple[Tool | UnknownToolError, Any]:
-        try:
-            tool = self.agent.registry.resolve(recipient)
-        except UnknownToolError as exc:
-            return exc, maybe_json(raw)
-        return tool, (raw if tool.parameters is None else maybe_json(raw))
 
     async def _invoke(
         self,

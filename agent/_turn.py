@@ -1,6 +1,7 @@
-"""One model turn, in pure functions: the request, the events its output shows, the answer.
+"""One model turn, in data and pure functions: the request, the events its output shows, what
+happens next (:data:`NextStep`), the tool it calls, the answer.
 
-The run's steps (``_run``) call these; none of them does I/O.
+The run's steps (``_run``) use these; none of them does I/O.
 """
 
 from __future__ import annotations
@@ -11,22 +12,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from harmony_agent.engine.base import FinishReason, GenerationRequest
+from harmony_agent.tools.base import Tool
 from openai_harmony import Message
 
 from ._harmony import message_text
 from ._parse import Delta, MessageStart
-from ._registry import is_tool_recipient
+from ._registry import ToolRegistry, is_tool_recipient
 from ._state import LoopAgent
 from ._transcript import PromptView
-from .errors import ContextOverflowError, OutputTruncatedError
+from .errors import ContextOverflowError, OutputTruncatedError, UnknownToolError
 from .events import Event, PreambleDelta, ReasoningDelta, TextDelta, ToolCallStarted
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
+    "CallTool",
+    "Finish",
+    "NextStep",
+    "Resample",
     "Sampled",
     "final_text",
     "maybe_json",
     "request_for",
+    "resolve_call",
     "visible_event",
 ]
 
@@ -46,6 +53,35 @@ class Sampled:
     messages: list[Message]
     finish_reason: FinishReason
     parse_error: str | None
+
+
+# --- what happens next: the values `Run.decide` returns -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resample:
+    """The output did not parse: sample the same turn again (same prompt, still cached)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallTool:
+    """The turn ended in a tool call: run it and sample the next turn."""
+
+    sampled: Sampled
+    call: Message
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """No tool call: this turn's messages are the answer."""
+
+    sampled: Sampled
+
+
+NextStep = Resample | CallTool | Finish
 
 
 def request_for(
@@ -119,6 +155,17 @@ def final_text(sampled: Sampled, max_tokens_per_turn: int) -> tuple[str, str | N
         f"the model stopped without a final-channel message (last channel: {last.channel}); "
         "its last message is kept as the answer"
     )
+
+
+def resolve_call(
+    registry: ToolRegistry, recipient: str, raw: str
+) -> tuple[Tool | UnknownToolError, Any]:
+    """The tool a call addresses (or why there is none) and its arguments as JSON for events."""
+    try:
+        tool = registry.resolve(recipient)
+    except UnknownToolError as exc:
+        return exc, maybe_json(raw)
+    return tool, (raw if tool.parameters is None else maybe_json(raw))
 
 
 def maybe_json(raw: str) -> Any:
