@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-vllm test-vllm system-deps test test-core demo bench lint format clean
+.PHONY: setup setup-vllm test-vllm system-deps test test-core demo bench lint typecheck format clean
 
 # Debian packages: Chromium for the browser tool, bubblewrap for the python sandbox.
 system-deps:
@@ -57,9 +57,14 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/run_all.py
 
-lint: setup
+lint: setup typecheck
 	$(BIN)/ruff check agent tools engine tests examples bench
 	$(BIN)/ruff format --check agent tools engine tests examples bench
+
+# pyright on the package as it is installed (agent/, tools/, engine/ laid out as harmony_agent
+# under build/typecheck, see .ci/typecheck.py); settings in pyproject's [tool.pyright].
+typecheck: setup
+	$(BIN)/python .ci/typecheck.py
 
 format: setup
 	$(BIN)/ruff format agent tools engine tests examples bench

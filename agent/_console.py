@@ -13,7 +13,20 @@ from rich.panel import Panel
 from rich.status import Status
 from rich.text import Text
 
-from .events import Event
+from .events import (
+    ErrorEvent,
+    Event,
+    PreambleDelta,
+    ReasoningDelta,
+    RunFinished,
+    RunStarted,
+    TextDelta,
+    ToolCallEvent,
+    ToolCallStarted,
+    ToolResultEvent,
+    TurnFinished,
+    WarningEvent,
+)
 
 __all__ = ["EventView", "Prices"]
 
@@ -68,70 +81,77 @@ class EventView:
         self._break()
 
     def handle(self, event: Event) -> None:
-        t = event.type
-        if t == "run_started":
-            tools = ", ".join(event.tools) or "no tools"
-            self.console.print(Text(f"run {event.run_id} · tools: {tools}", style="dim"))
-        elif t == "reasoning_delta":
-            if self.show_reasoning:
-                self._stream("reasoning", event.delta, "dim")
-        elif t == "preamble_delta":
-            self._stream("preamble", event.delta, "italic cyan")
-        elif t == "text_delta":
-            pass  # the answer goes to stdout at the end
-        elif t == "tool_call_started":
-            self._break()
-        elif t == "tool_call":
-            self._break()
-            args = event.arguments if event.arguments is not None else event.raw_arguments
-            self.console.print(
-                Panel(
-                    Text(_short(args, 1200)),
-                    title=f"→ {event.recipient}",
-                    title_align="left",
-                    border_style="blue",
-                    expand=False,
-                )
+        match event:
+            case RunStarted():
+                tools = ", ".join(event.tools) or "no tools"
+                self.console.print(Text(f"run {event.run_id} · tools: {tools}", style="dim"))
+            case ReasoningDelta():
+                if self.show_reasoning:
+                    self._stream("reasoning", event.delta, "dim")
+            case PreambleDelta():
+                self._stream("preamble", event.delta, "italic cyan")
+            case TextDelta():
+                pass  # the answer goes to stdout at the end
+            case ToolCallStarted() | TurnFinished():
+                self._break()
+            case ToolCallEvent():
+                self._tool_call(event)
+            case ToolResultEvent():
+                self._tool_result(event)
+            case WarningEvent():
+                self._break()
+                self.console.print(Text(f"warning: {event.message}", style="yellow"))
+            case ErrorEvent():
+                self.stop()  # the CLI prints the one-line reason itself
+            case RunFinished():
+                self._run_finished(event)
+
+    def _tool_call(self, event: ToolCallEvent) -> None:
+        self._break()
+        args = event.arguments if event.arguments is not None else event.raw_arguments
+        self.console.print(
+            Panel(
+                Text(_short(args, 1200)),
+                title=f"→ {event.recipient}",
+                title_align="left",
+                border_style="blue",
+                expand=False,
             )
-            self._status = self.console.status(f"running {event.recipient} …")
-            self._status.start()
-        elif t == "tool_result":
-            if self._status is not None:
-                self._status.stop()
-                self._status = None
-            mark, style = ("✓", "green") if event.ok else ("✗", "red")
-            title = f"{mark} {event.recipient} · {event.duration_s * 1000:.0f} ms"
-            if event.error_kind:
-                title += f" · {event.error_kind}"
-            self.console.print(
-                Panel(
-                    Text(_short(event.output, 800)),
-                    title=title,
-                    title_align="left",
-                    border_style=style,
-                    expand=False,
-                )
+        )
+        self._status = self.console.status(f"running {event.recipient} …")
+        self._status.start()
+
+    def _tool_result(self, event: ToolResultEvent) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        mark, style = ("✓", "green") if event.ok else ("✗", "red")
+        title = f"{mark} {event.recipient} · {event.duration_s * 1000:.0f} ms"
+        if event.error_kind:
+            title += f" · {event.error_kind}"
+        self.console.print(
+            Panel(
+                Text(_short(event.output, 800)),
+                title=title,
+                title_align="left",
+                border_style=style,
+                expand=False,
             )
-        elif t == "turn_finished":
-            self._break()
-        elif t == "warning":
-            self._break()
-            self.console.print(Text(f"warning: {event.message}", style="yellow"))
-        elif t == "error":
-            self.stop()  # the CLI prints the one-line reason itself
-        elif t == "run_finished":
-            self.stop()
-            cost = self.prices.cost(
-                event.prompt_tokens, event.cached_prompt_tokens, event.output_tokens
+        )
+
+    def _run_finished(self, event: RunFinished) -> None:
+        self.stop()
+        cost = self.prices.cost(
+            event.prompt_tokens, event.cached_prompt_tokens, event.output_tokens
+        )
+        self.console.print(
+            Text(
+                f"{event.turns} turns · input {event.prompt_tokens} "
+                f"(cached {event.cached_prompt_tokens}) · output {event.output_tokens} "
+                f"tokens · ${cost:.6f}",
+                style="dim",
             )
-            self.console.print(
-                Text(
-                    f"{event.turns} turns · input {event.prompt_tokens} "
-                    f"(cached {event.cached_prompt_tokens}) · output {event.output_tokens} "
-                    f"tokens · ${cost:.6f}",
-                    style="dim",
-                )
-            )
+        )
 
     def answer(self, out: Console, text: str) -> None:
         """The final answer on stdout: Markdown on a terminal, plain text otherwise."""

@@ -16,8 +16,12 @@ import os
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import EncodingUnavailableError
+
+if TYPE_CHECKING:
+    from openai_harmony import HarmonyEncoding
 
 __all__ = ["VOCAB_FILE", "VOCAB_SHA256", "cache_dir", "load_encoding"]
 
@@ -77,7 +81,7 @@ def _prepare_vocab() -> None:
 
 
 @functools.cache
-def load_encoding():  # -> openai_harmony.HarmonyEncoding
+def load_encoding() -> HarmonyEncoding:
     """The gpt-oss Harmony encoding, loaded once per process."""
     _prepare_vocab()
     from openai_harmony import HarmonyEncodingName, HarmonyError, load_harmony_encoding

@@ -30,6 +30,7 @@ __all__ = [
     "build_developer_message",
     "build_system_message",
     "drop_stale_analysis",
+    "message_text",
     "render_prompt",
     "render_tool_result",
     "tool_result_message",
@@ -99,6 +100,11 @@ def assistant_start_ids(encoding: Any) -> list[int]:
     return encoding.encode("<|start|>assistant", allowed_special="all")
 
 
+def message_text(message: Message) -> str:
+    """The text of a message: its text contents joined (system/developer contents have none)."""
+    return "".join(getattr(c, "text", "") for c in message.content)
+
+
 def tool_result_message(author: str, channel: str | None, text: str) -> Message:
     return (
         Message.from_author_and_content(Author.new(Role.TOOL, author), text)
@@ -117,7 +123,7 @@ def render_tool_result(encoding: Any, message: Message) -> list[int]:
     which one is installed. Tool output is always plain text: a page that contains
     ``<|end|>`` cannot end the message.
     """
-    text = "".join(getattr(c, "text", "") for c in message.content)
+    text = message_text(message)
     plain = functools.partial(encoding.encode, disallowed_special=())
     return [
         START,

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from harmony_agent.errors import ConfigurationError, UnknownToolError
 from harmony_agent.tools.base import Tool, Toolset
 
-__all__ = ["NOT_A_TOOL", "ToolRegistry"]
+__all__ = ["NOT_A_TOOL", "ToolRegistry", "is_tool_recipient"]
 
 #: recipients that address a person, not a tool
 NOT_A_TOOL = frozenset({"assistant", "user", "all", "system", "developer"})
+
+
+def is_tool_recipient(recipient: str | None) -> TypeGuard[str]:
+    """Whether a message addressed to ``recipient`` is a tool call (on any channel)."""
+    return bool(recipient) and recipient not in NOT_A_TOOL
 
 
 class ToolRegistry:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,9 @@ from harmony_agent.tools.function import tool as make_tool
 from rich.console import Console
 
 from ._console import EventView, Prices
+from .agent import Agent
 from .errors import ConfigurationError, HarmonyAgentError
-from .events import event_to_json
+from .events import Event, RunFinished, event_to_json
 
 __all__ = ["build_parser", "load_tools", "main", "make_engine"]
 
@@ -110,6 +111,7 @@ def load_tools(targets: Sequence[str]) -> list[Tool | Toolset]:
 
 
 def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> None:
+    # Long but flat: one declaration per option, read top to bottom like the --help it makes.
     if engine:
         parser.add_argument(
             "--engine",
@@ -198,6 +200,7 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Long but flat: one sub-command after the other, as `--help` lists them.
     parser = argparse.ArgumentParser(
         prog="harmony-agent",
         description="Run gpt-oss agents: the Harmony loop with function, browser and python tools.",
@@ -267,7 +270,7 @@ def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
     if args.browser:
         from harmony_agent.tools.browser import BrowserTool, LocalSearch, SearxngSearch
 
-        search = None
+        search: LocalSearch | SearxngSearch | None = None
         if args.search_dir:
             try:
                 search = LocalSearch(args.search_dir, args.search_base_url)
@@ -289,9 +292,7 @@ def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
     return tools
 
 
-def _agent(args: argparse.Namespace, engine: Engine) -> Any:
-    from .agent import Agent
-
+def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
     return Agent(
         args.instructions,
         tools=[*builtin_tools(args), *load_tools(args.tools)],
@@ -311,7 +312,9 @@ def _view(args: argparse.Namespace, err: Console) -> EventView:
     )
 
 
-async def _drive(events: Any, args: argparse.Namespace, out: Console, view: EventView) -> Any:
+async def _drive(
+    events: AsyncGenerator[Event, None], args: argparse.Namespace, out: Console, view: EventView
+) -> RunFinished | None:
     """Show a run's events; returns its RunFinished event (None if it did not finish)."""
     finished = None
     try:
@@ -385,42 +388,17 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
 
 
 async def _cmd_replay(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harmony_agent.engine.replay import ReplayEngine
+    from .replay import Replay
 
-    from .trace import load_trace
-
-    trace = load_trace(args.trace)
-    engine = ReplayEngine(trace)
-    agent = _agent(args, engine)
-    recorded = [e for e in trace.events if e.type == "tool_result"]
-    run_events: list[Any] = []
-
-    async def collect() -> Any:
-        async for event in agent.resume_stream(_initial_state(trace)):
-            run_events.append(event)
-            yield event
-
-    await _drive(collect(), args, out, _view(args, err))
-    now = [e for e in run_events if e.type == "tool_result"]
-    changed = sum(1 for a, b in zip(recorded, now, strict=False) if a.output != b.output)
+    replay = Replay(args.trace)
+    agent = _agent(args, replay.engine)
+    await _drive(replay.stream(agent), args, out, _view(args, err))
     if not args.json:
         err.print(
-            f"[dim]replayed {len(now)} tool calls; {changed} outputs differ from the trace[/]"
+            f"[dim]replayed {len(replay.replayed)} tool calls; {len(replay.changes)} outputs "
+            "differ from the trace[/]"
         )
     return 0
-
-
-def _initial_state(trace: Any) -> Any:
-    from openai_harmony import Message
-
-    from .agent import RunState
-
-    return RunState(
-        trace.run_id + "-replay",
-        trace.task,
-        [Message.from_dict(m) for m in trace.header["messages"]],
-        list(trace.header["prompt_ids"]),
-    )
 
 
 async def _cmd_trace(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import anyio
 from harmony_agent import Agent
@@ -58,7 +59,7 @@ def serve_site() -> Iterator[tuple[str, Path]]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -220,7 +221,7 @@ async def run_demo(engine: Engine | None, out_dir: Path, console: Console, stdou
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harmony_agent.demo", description=__doc__.splitlines()[0]
+        prog="python -m harmony_agent.demo", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument(
         "--engine",

@@ -10,6 +10,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import (
+    ErrorEvent,
+    PreambleDelta,
+    ReasoningDelta,
+    RunFinished,
+    TextDelta,
+    ToolCallEvent,
+    ToolResultEvent,
+    TurnFinished,
+    WarningEvent,
+)
 from .trace import Trace
 
 __all__ = ["render_report"]
@@ -45,14 +56,20 @@ details.reasoning summary{cursor:pointer;font-size:12px;color:#778}
 
 
 @dataclass
+class _Call:
+    call: ToolCallEvent
+    result: ToolResultEvent | None = None
+
+
+@dataclass
 class _Turn:
     number: int
     reasoning: list[str] = field(default_factory=list)
     preamble: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[_Call] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    finished: Any = None
+    finished: TurnFinished | None = None
 
 
 def _e(text: Any) -> str:
@@ -67,36 +84,38 @@ def _pretty(value: Any, raw: str) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def _turns(trace: Trace) -> tuple[list[_Turn], list[Any], Any]:
+def _turns(trace: Trace) -> tuple[list[_Turn], list[ErrorEvent], RunFinished | None]:
     turns: dict[int, _Turn] = {}
-    errors = []
-    finished = None
+    errors: list[ErrorEvent] = []
+    finished: RunFinished | None = None
 
     def turn(n: int) -> _Turn:
         return turns.setdefault(n, _Turn(n))
 
     for ev in trace.events:
-        t = ev.type
-        if t == "reasoning_delta":
-            turn(ev.turn).reasoning.append(ev.delta)
-        elif t == "preamble_delta":
-            turn(ev.turn).preamble.append(ev.delta)
-        elif t == "text_delta":
-            turn(ev.turn).text.append(ev.delta)
-        elif t == "tool_call":
-            turn(ev.turn).calls.append({"call": ev, "result": None})
-        elif t == "tool_result":
-            for c in turn(ev.turn).calls:
-                if c["call"].call_id == ev.call_id:
-                    c["result"] = ev
-        elif t == "turn_finished":
-            turn(ev.turn).finished = ev
-        elif t == "warning":
-            turn(max(ev.turn, 0)).warnings.append(ev.message)
-        elif t == "error":
-            errors.append(ev)
-        elif t == "run_finished":
-            finished = ev
+        match ev:
+            case ReasoningDelta():
+                turn(ev.turn).reasoning.append(ev.delta)
+            case PreambleDelta():
+                turn(ev.turn).preamble.append(ev.delta)
+            case TextDelta():
+                turn(ev.turn).text.append(ev.delta)
+            case ToolCallEvent():
+                turn(ev.turn).calls.append(_Call(ev))
+            case ToolResultEvent():
+                for c in turn(ev.turn).calls:
+                    if c.call.call_id == ev.call_id:
+                        c.result = ev
+            case TurnFinished():
+                turn(ev.turn).finished = ev
+            case WarningEvent():
+                turn(max(ev.turn, 0)).warnings.append(ev.message)
+            case ErrorEvent():
+                errors.append(ev)
+            case RunFinished():
+                finished = ev
+            case _:
+                pass  # run started, tool call started: nothing to show
     return [turns[k] for k in sorted(turns)], errors, finished
 
 
@@ -122,7 +141,7 @@ def _render_turn(t: _Turn) -> str:
     if t.preamble:
         parts.append(f'<div class="preamble">{_e("".join(t.preamble))}</div>')
     for c in t.calls:
-        call, result = c["call"], c["result"]
+        call, result = c.call, c.result
         parts.append('<div class="call">')
         parts.append(f'<div class="head">→ {_e(call.recipient)}</div>')
         parts.append(f"<pre>{_e(_pretty(call.arguments, call.raw_arguments))}</pre>")
@@ -150,9 +169,7 @@ def render_report(trace: Trace) -> str:
     cached = sum(t.finished.cached_prompt_tokens or 0 for t in turns if t.finished)
     output = sum(t.finished.output_tokens for t in turns if t.finished)
     n_calls = sum(len(t.calls) for t in turns)
-    n_failed = sum(
-        1 for t in turns for c in t.calls if c["result"] is not None and not c["result"].ok
-    )
+    n_failed = sum(1 for t in turns for c in t.calls if c.result is not None and not c.result.ok)
     stats = [
         ("turns", len(turns)),
         ("tool calls", f"{n_calls} ({n_failed} failed)"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from openai_harmony import Message
+
 from .events import Event
 
 __all__ = ["RunResult", "RunUsage", "ToolCallRecord"]
@@ -65,7 +67,7 @@ class RunResult:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     usage: RunUsage = field(default_factory=RunUsage)
     events: list[Event] = field(default_factory=list)
-    messages: list[Any] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     prompt_ids: list[int] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str = "stop"

@@ -27,7 +27,7 @@ from typing import Any
 import anyio.to_thread
 from openai_harmony import Message
 
-from .agent import RunState
+from ._state import RunState
 from .errors import ConfigurationError
 from .events import Event, event_from_dict, event_to_dict
 from .result import RunUsage, ToolCallRecord
@@ -145,6 +145,15 @@ class Trace:
         """The ids the model sampled in each turn, in order (what a ReplayEngine plays back)."""
         return [list(e.output_ids) for e in self.events if e.type == "turn_finished"]
 
+    def initial_state(self, *, run_id: str | None = None) -> RunState:
+        """The run as it stood before its first turn (what a replay starts from)."""
+        return RunState(
+            run_id=run_id or self.run_id,
+            task=self.task,
+            messages=[Message.from_dict(m) for m in self.header["messages"]],
+            prompt_ids=list(self.header["prompt_ids"]),
+        )
+
     def resume_state(self) -> RunState:
         """The run as it stood after its last complete step."""
         if self.finished:
@@ -169,7 +178,15 @@ class Trace:
                 calls.append(ToolCallRecord(**step["tool_call"]))
             usage = RunUsage(**step["usage"])
             next_turn = step["turn"] + 1
-        return RunState(self.run_id, self.task, messages, prompt, next_turn, calls, usage)
+        return RunState(
+            run_id=self.run_id,
+            task=self.task,
+            messages=messages,
+            prompt_ids=prompt,
+            next_turn=next_turn,
+            tool_calls=calls,
+            usage=usage,
+        )
 
 
 def load_trace(path: str | Path) -> Trace:

@@ -108,7 +108,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        """Stream the sampled ids of ``request``; the last chunk has ``finish_reason`` set."""
+        """Stream the sampled ids of ``request``; the last chunk has ``finish_reason`` set.
+
+        An async generator (``async def`` with ``yield``), so that callers can close it
+        (``contextlib.aclosing``) to abort the request.
+        """
 
     async def aclose(self) -> None:  # noqa: B027 — optional hook, most engines hold nothing
         """Release the engine's resources (processes, connections)."""

@@ -12,6 +12,7 @@ MODULES = [
     "harmony_agent",
     "harmony_agent.agent",
     "harmony_agent.engine.base",
+    "harmony_agent.replay",
     "harmony_agent.engine.testing",
     "harmony_agent.tools.base",
     "harmony_agent.tools.function",

@@ -1,10 +1,16 @@
 """Tools the model can call: the Tool contract, developer functions, and the built-ins."""
 
+from typing import TYPE_CHECKING, Any
+
 from .base import RunContext, Tool, ToolResult, Toolset, serialize_output
 from .function import FunctionTool, tool
 
+if TYPE_CHECKING:  # what users' type checkers see; at run time they load on first use
+    from .browser import BrowserTool
+    from .python import PythonTool
 
-def __getattr__(name: str):  # built-in tools load on first use
+
+def __getattr__(name: str) -> Any:  # built-in tools load on first use
     if name == "PythonTool":
         from .python import PythonTool
 

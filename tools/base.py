@@ -3,7 +3,7 @@
 A :class:`Tool` has a recipient (``functions.add``, ``browser.open``, ``python``), a
 description and a JSON schema for its arguments (``None`` for free-text input such as Python
 code). Subclasses implement :meth:`Tool.call`. The base class parses and validates the
-arguments (jsonschema), applies the timeout, and turns every failure into a
+arguments (jsonschema, one cached validator per tool), applies the timeout, and turns every failure into a
 :class:`ToolResult` whose text the model reads — a tool never crashes the run.
 
 A :class:`Toolset` groups tools that share a namespace and per-run state (the browser, the
@@ -57,6 +57,8 @@ from harmony_agent.errors import (
     ToolExecutionError,
     ToolTimeoutError,
 )
+from jsonschema.protocols import Validator
+from openai_harmony import ToolNamespaceConfig
 
 __all__ = ["RunContext", "Tool", "ToolResult", "Toolset", "serialize_output"]
 
@@ -177,6 +179,7 @@ class Tool(abc.ABC):
     parameters: dict[str, Any] | None = None
     timeout: float | None = 60.0
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    _validator_cache: tuple[Any, Validator] | None = None
 
     @property
     def recipient(self) -> str:
@@ -213,9 +216,17 @@ class Tool(abc.ABC):
                 f'{type(arguments).__name__}. Send an object such as {{"name": value}}.'
             )
         arguments = self.normalize_arguments(arguments)
+        self.validate_arguments(arguments)
+        return arguments
+
+    def validate_arguments(self, arguments: dict[str, Any]) -> None:
+        """Check ``arguments`` against :attr:`parameters` (jsonschema); the one validation pass.
+
+        Subclasses that convert the arguments themselves (``FunctionTool``'s pydantic model)
+        override this to validate there instead, so arguments are validated once.
+        """
         errors = sorted(
-            jsonschema.Draft202012Validator(self.parameters).iter_errors(arguments),
-            key=lambda e: list(e.absolute_path),
+            self._validator().iter_errors(arguments), key=lambda e: list(e.absolute_path)
         )
         if errors:
             lines = []
@@ -227,31 +238,40 @@ class Tool(abc.ABC):
                 + "\n".join(lines)
                 + "\nFix these and call the tool again."
             )
-        return arguments
+
+    def _validator(self) -> Validator:
+        # Built once per tool (building one checks and compiles the schema); replacing
+        # ``parameters`` gets a new one.
+        cached = self._validator_cache
+        if cached is None or cached[0] is not self.parameters:
+            cached = (self.parameters, jsonschema.Draft202012Validator(self.parameters or {}))
+            self._validator_cache = cached
+        return cached[1]
 
     async def invoke(self, raw: str, ctx: RunContext) -> ToolResult:
-        """Parse, validate, run with the timeout; every failure becomes an error result."""
+        """Parse, validate, run with the timeout; every failure becomes an error result.
+
+        Only this tool's own deadline counts as a timeout: a ``TimeoutError`` the tool raises
+        itself (an upstream client giving up, say) is that tool's failure, reported as such.
+        """
         start = time.perf_counter()
         try:
             arguments = self.parse_arguments(raw)
-            if self.timeout is None:
+            value: Any = None
+            with anyio.move_on_after(self.timeout) as deadline:  # None: no limit
                 value = await self.call(arguments, ctx)
-            else:
-                with anyio.fail_after(self.timeout):
-                    value = await self.call(arguments, ctx)
+            if deadline.cancelled_caught:
+                raise ToolTimeoutError(
+                    f"{self.recipient} timed out after {self.timeout:g} s and was stopped. "
+                    "Try a smaller request or a different approach."
+                )
             text = _clip(serialize_output(value), self.max_output_chars)
             return ToolResult(text, True, None, time.perf_counter() - start, value)
         except ToolError as exc:
             return ToolResult(str(exc), False, exc.kind, time.perf_counter() - start)
-        except TimeoutError:
-            err = ToolTimeoutError(
-                f"{self.recipient} timed out after {self.timeout:g} s and was stopped. "
-                "Try a smaller request or a different approach."
-            )
-            return ToolResult(str(err), False, err.kind, time.perf_counter() - start)
         except Exception as exc:  # the tool's own bug must not end the run
-            err = ToolExecutionError(f"{self.recipient} failed: {type(exc).__name__}: {exc}")
-            return ToolResult(str(err), False, err.kind, time.perf_counter() - start)
+            failed = ToolExecutionError(f"{self.recipient} failed: {type(exc).__name__}: {exc}")
+            return ToolResult(str(failed), False, failed.kind, time.perf_counter() - start)
 
 
 class Toolset(abc.ABC):
@@ -266,6 +286,6 @@ class Toolset(abc.ABC):
     def tools(self) -> Sequence[Tool]:
         """Every tool of the set."""
 
-    def system_namespaces(self) -> Sequence[Any]:
+    def system_namespaces(self) -> Sequence[ToolNamespaceConfig]:
         """``openai_harmony.ToolNamespaceConfig`` objects for the system message."""
         return ()

@@ -167,6 +167,9 @@ class FunctionTool(Tool):
     async def call(self, arguments: Any, ctx: RunContext) -> Any:
         kwargs: dict[str, Any] = dict(arguments)
         if self.model is not None:
+            # The arguments were validated against the declared schema in parse_arguments
+            # (the messages the model reads); the model converts them to the declared Python
+            # types, and refuses only what a schema cannot say (a model's own validators).
             # A required-but-nullable field is declared optional to the model; omitted means None.
             for key in (self.parameters or {}).get("properties", {}):
                 if key not in kwargs and _field_required(self.model, key):

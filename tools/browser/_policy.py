@@ -96,7 +96,7 @@ class UrlPolicy:
         if host not in self._resolved:
             try:
                 infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-                self._resolved[host] = sorted({i[4][0] for i in infos})
+                self._resolved[host] = sorted({str(i[4][0]) for i in infos})
             except OSError:
                 self._resolved[host] = []  # unresolvable: the browser will fail on its own
         return self._resolved[host]

@@ -213,7 +213,7 @@ class BrowserTool(Toolset):
         description = re.sub(
             r"// sources=.*$",
             f"// sources={source} (default: {source})",
-            config.description,
+            config.description or "",
             flags=re.M,
         )
         return [ToolNamespaceConfig(name="browser", description=description, tools=config.tools)]

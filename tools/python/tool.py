@@ -81,7 +81,7 @@ class PythonTool(Toolset):
         if timeout <= 0:
             raise ConfigurationError(f"timeout must be positive, got {timeout}")
         self.timeout = timeout
-        self.isolation = isolation
+        self.isolation: Isolation = isolation
         self.python = python
         self.limits = limits or Limits()
         self.max_output_chars = max_output_chars

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -223,8 +222,10 @@ HOSTILE = {
         lambda out: "bytes cut" in out and len(out) < 30000,
     ),
     "signal-parent": (
-        "import os, signal\nfor pid in (1, os.getppid()):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError as e:\n        print('blocked', e)",
-        lambda out: True,
+        "import os, signal\nfor pid in (1, os.getppid()):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError as e:\n        print('blocked', e)\nprint('worker survived')",
+        # the signals stay in the sandbox: the worker lives on, or its session died and is
+        # restarted (the test process itself is still here: see the parent check below)
+        lambda out: "worker survived" in out or "died" in out,
     ),
     "kill-own-worker": (
         "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
@@ -238,7 +239,9 @@ HOSTILE = {
     "deep-recursion": ("def f(n):\n    return f(n + 1)\nf(0)", lambda out: "RecursionError" in out),
     "zip-bomb": (
         "import zipfile, io\nbuf = io.BytesIO()\nwith zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as z:\n    z.writestr('big', b'0' * (200 * 1024**2))\nopen('/mnt/data/bomb.zip', 'wb').write(buf.getvalue())\ntry:\n    zipfile.ZipFile('/mnt/data/bomb.zip').extractall('/mnt/data/out')\nexcept OSError as e:\n    print('stopped', type(e).__name__)",
-        lambda out: "stopped" in out or "wrote more than" in out,
+        # contained by the file-size limit, or (on a busy machine, where compressing 200 MB
+        # takes longer than the 3 s limit) by the wall clock before it got that far
+        lambda out: "stopped" in out or "wrote more than" in out or "Timed out after 3 s" in out,
     ),
     "fill-disk": (
         "i = 0\ntry:\n    while True:\n        open(f'/mnt/data/fill{{i}}', 'wb').write(b'0' * 32 * 1024**2); i += 1\nexcept OSError as e:\n    print('stopped', type(e).__name__)",
@@ -274,6 +277,7 @@ HOSTILE = {
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 async def test_hostile_snippet_is_contained(sandbox, listener, name, monkeypatch):
     monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    parent = os.getppid()
     tool, ctx = sandbox
     code, check = HOSTILE[name]
     project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -282,4 +286,4 @@ async def test_hostile_snippet_is_contained(sandbox, listener, name, monkeypatch
     assert check(out), out[-2000:]
     after = await call(tool, ctx, "print(1 + 1)")
     assert after.strip().endswith("2"), after  # the next call works (same or new session)
-    assert sys.modules  # the host is fine
+    assert os.getppid() == parent  # the host's parent was not killed (we would be re-parented)

@@ -1,0 +1,409 @@
+"""One run of the loop, as named steps over explicit run state.
+
+    sample → decide ─┬─ Resample  → resample   ─┐
+                     ├─ CallTool  → tool_step  ─┴→ sample (next turn) …
+                     └─ Finish    → finish        (the run ends)
+
+:meth:`Run.sample` makes one engine request and parses the sampled ids as they stream.
+:meth:`Run.decide` looks at what came back and returns what happens next, as a small typed
+value (:data:`NextStep`); it does no I/O. Each value has one step function that carries it out.
+Steps are async generators of events; the driver (:meth:`Run.events`) is the one place where
+events are recorded (the run's list, the trace) before the caller sees them.
+
+A new step (an approval pause, context compaction, a structured-output repair) is one more
+``NextStep`` class (in ``_turn``), one step function here, one branch in :meth:`Run.decide`
+and one ``case`` in :meth:`Run._turns`; the type checker flags a ``NextStep`` with no ``case``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, assert_never
+
+from harmony_agent.engine.base import FinishReason, TokenUsage
+from harmony_agent.tools.base import RunContext, Tool, ToolResult
+from openai_harmony import Message
+
+from . import _harmony as hm
+from ._parse import TurnParser
+from ._registry import is_tool_recipient
+from ._state import LoopAgent, Recorder, RunState
+from ._transcript import Transcript
+from ._turn import (
+    CallTool,
+    Finish,
+    NextStep,
+    Resample,
+    Sampled,
+    final_text,
+    request_for,
+    resolve_call,
+    visible_event,
+)
+from .errors import (
+    EngineError,
+    HarmonyAgentError,
+    MaxTurnsError,
+    ToolErrorBudgetError,
+    UnknownToolError,
+)
+from .events import (
+    ErrorEvent,
+    Event,
+    RunFinished,
+    RunStarted,
+    ToolCallEvent,
+    ToolResultEvent,
+    TurnFinished,
+    WarningEvent,
+)
+from .result import RunResult, RunUsage, ToolCallRecord
+
+__all__ = ["CallTool", "Finish", "NextStep", "Resample", "Run"]
+
+Steps = AsyncGenerator[Event, None]
+
+
+@dataclass
+class Run:
+    """The state of one run; :meth:`events` drives it.
+
+    ``resume`` is the state a resumed run goes on from; without it the run starts at
+    ``task`` (after ``history``, a previous result, when given). :attr:`sampled` is the
+    latest turn's output, set by :meth:`sample`.
+    """
+
+    agent: LoopAgent
+    task: str
+    history: RunResult | None = None
+    deps: Any = None
+    resume: RunState | None = None
+    recorder: Recorder | None = None
+    run_id: str = ""
+    turn: int = -1
+    consecutive_errors: int = 0
+    usage: RunUsage = field(default_factory=RunUsage)
+    calls: list[ToolCallRecord] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    events_seen: list[Event] = field(default_factory=list)
+    transcript: Transcript = field(default_factory=Transcript)
+    sampled: Sampled | None = None
+    result: RunResult | None = None
+
+    def __post_init__(self) -> None:
+        if self.resume is not None:
+            self.run_id = self.resume.run_id
+            self.usage = self.resume.usage
+            self.calls = list(self.resume.tool_calls)
+        self.run_id = self.run_id or uuid.uuid4().hex[:12]
+
+    # --- the driver --------------------------------------------------------------------
+
+    async def events(self) -> Steps:
+        """The run's events; the one place where they are recorded."""
+        try:
+            first_turn = self._start()
+            if self.recorder is not None:
+                await self.recorder.start(self.state(first_turn))
+            yield await self._record(
+                RunStarted(
+                    run_id=self.run_id, task=self.task, tools=tuple(self.agent.registry.tools)
+                )
+            )
+            async with (
+                RunContext.open(
+                    run_id=self.run_id, files_dir=self.agent.files_dir, deps=self.deps
+                ) as ctx,
+                aclosing(self._turns(ctx, first_turn)) as steps,
+            ):
+                async for event in steps:
+                    yield await self._record(event)
+        except HarmonyAgentError as exc:
+            yield await self._record(
+                ErrorEvent(
+                    run_id=self.run_id, turn=self.turn, error=type(exc).__name__, message=str(exc)
+                )
+            )
+            raise
+
+    async def _record(self, event: Event) -> Event:
+        self.events_seen.append(event)
+        if self.recorder is not None:
+            await self.recorder.event(event)
+        return event
+
+    def _start(self) -> int:
+        """Messages and transcript of the first prompt; returns the first turn's number."""
+        agent = self.agent
+        if self.resume is not None:
+            self.messages = list(self.resume.messages)
+            self.transcript = Transcript(self.resume.prompt_ids)
+            return self.resume.next_turn
+        self.messages = agent.initial_messages(self.task, self.history)
+        if self.history is None:
+            self.transcript = Transcript(agent.first_prompt(self.task))
+        else:
+            self.transcript = Transcript(hm.render_prompt(agent.encoding, self.messages))
+        return 0
+
+    async def _turns(self, ctx: RunContext, first_turn: int) -> Steps:
+        for turn in range(first_turn, self.agent.max_turns):
+            self.turn = turn
+            async with aclosing(self.sample()) as steps:
+                async for event in steps:
+                    yield event
+            if self.sampled is None:  # sample() sets it or raises
+                raise RuntimeError(f"turn {turn} ended without output")
+            step = self.decide(self.sampled)
+            match step:
+                case Resample():
+                    carried_out = self.resample(step)
+                case CallTool():
+                    carried_out = self.tool_step(step, ctx)
+                case Finish():
+                    carried_out = self.finish(step)
+                case _:
+                    assert_never(step)
+            async with aclosing(carried_out) as events:
+                async for event in events:
+                    yield event
+            if self.result is not None:
+                return
+        raise MaxTurnsError(
+            f"no final answer after {self.agent.max_turns} turns ({len(self.calls)} tool calls). "
+            "Raise max_turns, or make the task or the tools' descriptions clearer."
+        )
+
+    def state(self, next_turn: int) -> RunState:
+        """A snapshot to resume from: the transcript as it stands is the next prompt."""
+        return RunState(
+            run_id=self.run_id,
+            task=self.task,
+            messages=list(self.messages),
+            prompt_ids=self.transcript.view().tolist(),
+            next_turn=next_turn,
+            tool_calls=list(self.calls),
+            usage=self.usage,
+        )
+
+    # --- sample: one engine request, parsed as it streams --------------------------------
+
+    async def sample(self) -> Steps:
+        """Stream one turn from the engine; sets :attr:`sampled`."""
+        self.sampled = None
+        prompt = self.transcript.view()
+        parser = TurnParser(self.agent.encoding)
+        output: list[int] = []
+        started = time.perf_counter()
+        engine = self.agent.engine
+        finish: FinishReason | None = None
+        usage: TokenUsage | None = None
+        try:
+            request = request_for(self.agent, prompt, self.run_id, self.turn)
+            async with aclosing(engine.generate(request)) as chunks:
+                async for chunk in chunks:
+                    output.extend(chunk.token_ids)
+                    for item in parser.feed_many(chunk.token_ids):
+                        call_id = f"{self.run_id}-{len(self.calls)}"
+                        event = visible_event(item, self.run_id, self.turn, call_id)
+                        if event is not None:
+                            yield event
+                    if chunk.finish_reason is not None:
+                        finish, usage = chunk.finish_reason, chunk.usage
+                        break
+        except HarmonyAgentError:
+            raise
+        except Exception as exc:  # an engine that did not map its own failure
+            raise EngineError(
+                f"{type(engine).__name__} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if finish is None:
+            raise EngineError(f"{type(engine).__name__} ended the stream without a finish reason")
+        if finish == "length":
+            parser.finish_eos()
+        yield self._count(prompt, output, finish, usage, time.perf_counter() - started)
+        self.sampled = Sampled(
+            self.turn, prompt, output, list(parser.messages), finish, parser.error
+        )
+
+    def _count(
+        self,
+        prompt: Sequence[int],
+        output: Sequence[int],
+        finish: FinishReason,
+        usage: TokenUsage | None,
+        duration_s: float,
+    ) -> TurnFinished:
+        """Add the turn to the run's usage (the engine's counts, else the ids we saw)."""
+        if usage is None:
+            usage = TokenUsage(prompt_tokens=len(prompt), output_tokens=len(output))
+        self.usage.turns += 1
+        self.usage.prompt_tokens += usage.prompt_tokens
+        self.usage.output_tokens += usage.output_tokens
+        if usage.cached_prompt_tokens is not None:
+            self.usage.cache_reported = True
+            self.usage.cached_prompt_tokens += usage.cached_prompt_tokens
+        return TurnFinished(
+            run_id=self.run_id,
+            turn=self.turn,
+            finish_reason=finish,
+            prompt_tokens=usage.prompt_tokens,
+            output_tokens=usage.output_tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            duration_s=duration_s,
+            output_ids=tuple(output),
+        )
+
+    # --- decide: what happens next --------------------------------------------------------
+
+    def decide(self, sampled: Sampled) -> NextStep:
+        """The next step for what ``sampled`` holds. No I/O; raises when the run cannot go on."""
+        if sampled.finish_reason == "abort":
+            raise EngineError(
+                f"the engine aborted the request of turn {sampled.turn}; check the engine's logs"
+            )
+        if sampled.parse_error is not None:
+            return Resample(sampled.parse_error)
+        last = sampled.messages[-1] if sampled.messages else None
+        if (
+            last is not None
+            and is_tool_recipient(last.recipient)
+            and sampled.finish_reason != "length"
+        ):
+            return CallTool(sampled, last, last.recipient)
+        return Finish(sampled)
+
+    # --- resample: the output did not parse ----------------------------------------------
+
+    async def resample(self, step: Resample) -> Steps:
+        """Warn and go round again, within the error budget (the next sample is the same
+        prompt; nothing is appended)."""
+        self.consecutive_errors += 1
+        yield WarningEvent(
+            run_id=self.run_id,
+            turn=self.turn,
+            message=f"unparseable model output, sampling the turn again: {step.reason}",
+        )
+        if self.consecutive_errors >= self.agent.max_tool_errors:
+            raise ToolErrorBudgetError(
+                f"the model's output could not be parsed {self.consecutive_errors} times in a "
+                f"row (last: {step.reason}). Sample with temperature > 0 or check the "
+                "engine's output."
+            )
+
+    # --- tool step: resolve, validate, invoke, append the result ids ---------------------
+
+    async def tool_step(self, step: CallTool, ctx: RunContext) -> Steps:
+        """Resolve the recipient, invoke the tool (it validates its arguments), and append the
+        sampled ids and the rendered tool message to the transcript: the next prompt."""
+        sampled = step.sampled
+        self.messages.extend(sampled.messages)
+        call_id = f"{self.run_id}-{len(self.calls)}"
+        raw = hm.message_text(step.call)
+        tool, arguments = resolve_call(self.agent.registry, step.recipient, raw)
+        yield ToolCallEvent(
+            run_id=self.run_id,
+            turn=self.turn,
+            call_id=call_id,
+            recipient=step.recipient,
+            tool=tool.recipient if isinstance(tool, Tool) else None,
+            channel=step.call.channel,
+            raw_arguments=raw,
+            arguments=arguments,
+        )
+        record = await self._invoke(call_id, step, raw, arguments, tool, ctx)
+        self.calls.append(record)
+        yield ToolResultEvent(
+            run_id=self.run_id,
+            turn=self.turn,
+            call_id=call_id,
+            recipient=record.recipient,
+            ok=record.ok,
+            output=record.output,
+            error_kind=record.error_kind,
+            duration_s=record.duration_s,
+        )
+        for message in ctx.take_notices():
+            yield WarningEvent(run_id=self.run_id, turn=self.turn, message=message)
+        self._check_error_budget(record)
+        result = hm.tool_result_message(
+            record.name or record.recipient, step.call.channel, record.output
+        )
+        self.messages.append(result)
+        appended = hm.render_tool_result(self.agent.encoding, result)
+        self.transcript.extend(sampled.output)
+        self.transcript.extend(appended)
+        if self.recorder is not None:
+            await self.recorder.step(self.state(self.turn + 1), sampled.output, appended)
+
+    def _check_error_budget(self, record: ToolCallRecord) -> None:
+        self.consecutive_errors = 0 if record.ok else self.consecutive_errors + 1
+        if self.consecutive_errors >= self.agent.max_tool_errors:
+            raise ToolErrorBudgetError(
+                f"{self.consecutive_errors} tool calls failed in a row (last: "
+                f"{record.recipient}: {record.output[:300]}). The model is stuck; check "
+                f"the tool descriptions or raise max_tool_errors."
+            )
+
+    async def _invoke(
+        self,
+        call_id: str,
+        step: CallTool,
+        raw: str,
+        arguments: Any,
+        tool: Tool | UnknownToolError,
+        ctx: RunContext,
+    ) -> ToolCallRecord:
+        name: str | None = None
+        if isinstance(tool, UnknownToolError):
+            result = ToolResult(str(tool), ok=False, error_kind=tool.kind)
+        else:
+            name, result = tool.recipient, await tool.invoke(raw, ctx)
+        return ToolCallRecord(
+            call_id=call_id,
+            turn=self.turn,
+            recipient=step.recipient,
+            name=name,
+            channel=step.call.channel,
+            raw_arguments=raw,
+            arguments=arguments,
+            output=result.text,
+            ok=result.ok,
+            error_kind=result.error_kind,
+            duration_s=result.duration_s,
+        )
+
+    # --- finish: this turn's messages are the answer -------------------------------------
+
+    async def finish(self, step: Finish) -> Steps:
+        """The answer: :attr:`result` and ``RunFinished``."""
+        sampled = step.sampled
+        self.messages.extend(sampled.messages)
+        text, warning = final_text(sampled, self.agent.max_tokens_per_turn)
+        if warning:
+            yield WarningEvent(run_id=self.run_id, turn=self.turn, message=warning)
+        self.result = RunResult(
+            run_id=self.run_id,
+            final_text=text,
+            tool_calls=self.calls,
+            usage=self.usage,
+            events=self.events_seen,
+            messages=self.messages,
+            prompt_ids=sampled.prompt.tolist(),
+            token_ids=[*sampled.prompt, *sampled.output],
+            finish_reason=sampled.finish_reason,
+            truncated=sampled.finish_reason == "length",
+        )
+        yield RunFinished(
+            run_id=self.run_id,
+            turn=self.turn,
+            final_text=text,
+            turns=self.usage.turns,
+            prompt_tokens=self.usage.prompt_tokens,
+            cached_prompt_tokens=self.usage.cached_prompt_tokens,
+            output_tokens=self.usage.output_tokens,
+        )

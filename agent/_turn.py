@@ -1,0 +1,176 @@
+"""One model turn, in data and pure functions: the request, the events its output shows, what
+happens next (:data:`NextStep`), the tool it calls, the answer.
+
+The run's steps (``_run``) use these; none of them does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harmony_agent.engine.base import FinishReason, GenerationRequest
+from harmony_agent.tools.base import Tool
+from openai_harmony import Message
+
+from ._harmony import message_text
+from ._parse import Delta, MessageStart
+from ._registry import ToolRegistry, is_tool_recipient
+from ._state import LoopAgent
+from ._transcript import PromptView
+from .errors import ContextOverflowError, OutputTruncatedError, UnknownToolError
+from .events import Event, PreambleDelta, ReasoningDelta, TextDelta, ToolCallStarted
+
+__all__ = [
+    "DEFAULT_CONTEXT_WINDOW",
+    "CallTool",
+    "Finish",
+    "NextStep",
+    "Resample",
+    "Sampled",
+    "final_text",
+    "maybe_json",
+    "request_for",
+    "resolve_call",
+    "visible_event",
+]
+
+DEFAULT_CONTEXT_WINDOW = 131_072  # gpt-oss-20b
+
+#: the least room a turn needs to say anything
+_MIN_ROOM = 16
+
+
+@dataclass(slots=True)
+class Sampled:
+    """What one engine request produced: the ids, the messages parsed from them, how it ended."""
+
+    turn: int
+    prompt: PromptView
+    output: list[int]
+    messages: list[Message]
+    finish_reason: FinishReason
+    parse_error: str | None
+
+
+# --- what happens next: the values `Run.decide` returns -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resample:
+    """The output did not parse: sample the same turn again (same prompt, still cached)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallTool:
+    """The turn ended in a tool call: run it and sample the next turn."""
+
+    sampled: Sampled
+    call: Message
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """No tool call: this turn's messages are the answer."""
+
+    sampled: Sampled
+
+
+NextStep = Resample | CallTool | Finish
+
+
+def request_for(
+    agent: LoopAgent, prompt: Sequence[int], run_id: str, turn: int
+) -> GenerationRequest:
+    """The engine request of one turn: as many tokens as the context window has room for."""
+    window = agent.context_window or agent.engine.context_window or DEFAULT_CONTEXT_WINDOW
+    room = window - len(prompt)
+    if room < _MIN_ROOM:
+        raise ContextOverflowError(
+            f"the prompt is {len(prompt)} tokens and the context window {window}: "
+            "no room left to answer. Start a new run, or use fewer/shorter tool outputs."
+        )
+    return GenerationRequest(
+        prompt_ids=prompt,
+        max_tokens=min(agent.max_tokens_per_turn, room),
+        stop_token_ids=tuple(agent.encoding.stop_tokens_for_assistant_actions()),
+        temperature=agent.temperature,
+        top_p=agent.top_p,
+        seed=agent.seed,
+        session_id=run_id,
+        request_id=f"{run_id}-{turn}",
+    )
+
+
+def visible_event(item: MessageStart | Delta, run_id: str, turn: int, call_id: str) -> Event | None:
+    """The event a parsed item shows, if any (tool arguments are reported whole, later)."""
+    if isinstance(item, MessageStart):
+        if not is_tool_recipient(item.recipient):
+            return None
+        return ToolCallStarted(
+            run_id=run_id,
+            turn=turn,
+            call_id=call_id,
+            recipient=item.recipient,
+            channel=item.channel,
+        )
+    if is_tool_recipient(item.recipient):
+        return None
+    if item.channel == "analysis":
+        return ReasoningDelta(run_id=run_id, turn=turn, delta=item.text)
+    if item.channel == "commentary":
+        return PreambleDelta(run_id=run_id, turn=turn, delta=item.text)
+    return TextDelta(run_id=run_id, turn=turn, delta=item.text)
+
+
+def final_text(sampled: Sampled, max_tokens_per_turn: int) -> tuple[str, str | None]:
+    """The answer of a turn that called no tool, and a warning when it is not a clean
+    final-channel message; :class:`OutputTruncatedError` when it was cut before any answer."""
+    new = sampled.messages
+    finals = [message_text(m) for m in new if m.channel == "final"]
+    if sampled.finish_reason == "length":
+        if finals:
+            return "".join(
+                finals
+            ), f"the answer was cut at max_tokens_per_turn={max_tokens_per_turn}"
+        what = "a tool call" if new and new[-1].recipient else "its reasoning"
+        raise OutputTruncatedError(
+            f"turn {sampled.turn} hit max_tokens_per_turn={max_tokens_per_turn} while the model "
+            f"was writing {what}, before any answer. Raise max_tokens_per_turn or lower "
+            "reasoning_effort."
+        )
+    if finals:
+        return "".join(finals), None
+    if not new:
+        return "", "the model stopped without writing anything"
+    last = new[-1]
+    if last.channel is None:
+        return message_text(last), "the model answered without a Harmony header; kept as the answer"
+    return message_text(last), (
+        f"the model stopped without a final-channel message (last channel: {last.channel}); "
+        "its last message is kept as the answer"
+    )
+
+
+def resolve_call(
+    registry: ToolRegistry, recipient: str, raw: str
+) -> tuple[Tool | UnknownToolError, Any]:
+    """The tool a call addresses (or why there is none) and its arguments as JSON for events."""
+    try:
+        tool = registry.resolve(recipient)
+    except UnknownToolError as exc:
+        return exc, maybe_json(raw)
+    return tool, (raw if tool.parameters is None else maybe_json(raw))
+
+
+def maybe_json(raw: str) -> Any:
+    """Tool-call arguments as JSON for events and records (None when they do not parse)."""
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError:
+        return None
