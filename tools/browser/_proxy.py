@@ -84,9 +84,13 @@ class EgressProxy:
             except Exception:
                 pass
 
-    def _refuse(self, violation: PolicyViolation) -> bytes:
+    def record(self, violation: PolicyViolation) -> None:
+        """Note a refusal (the proxy's own, or one made in front of it)."""
         with self._lock:
             self.blocked.append(violation)
+
+    def _refuse(self, violation: PolicyViolation) -> bytes:
+        self.record(violation)
         body = f"harmony-agent refused this request: {violation}\n".encode()
         head = (
             "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\n"

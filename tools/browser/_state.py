@@ -25,6 +25,7 @@ class BrowserState:
     context: Any
     page: Any
     proxy: EgressProxy
+    max_redirects: int = 10
     stack: list[PageSnapshot] = field(default_factory=list)
     locs: list[int] = field(default_factory=list)
     popups: int = 0

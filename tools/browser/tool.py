@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import anyio
@@ -26,11 +26,11 @@ from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import ToolNamespaceConfig
 
 from ._automation import automation_tools
-from ._chromium import chromium_for_this_loop
 from ._policy import PolicyViolation, UrlPolicy
-from ._proxy import POLICY_HEADER, EgressProxy
+from ._proxy import POLICY_HEADER
 from ._render import EXTRACT_JS, PageSnapshot, build_page, find_in_page, render_view, search_page
 from ._search import SearchBackend
+from ._session import browser_session, new_tab
 from ._state import BrowserState
 
 __all__ = ["BrowserTool"]
@@ -194,41 +194,10 @@ class BrowserTool(Toolset):
 
     # --- the run's browser -----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[BrowserState]:
-        chromium = chromium_for_this_loop()
-        proxy = EgressProxy(
-            self.policy, connect_timeout=self.page_timeout, max_redirects=self.max_redirects
+    def _session(self) -> contextlib.AbstractAsyncContextManager[BrowserState]:
+        return browser_session(
+            self.policy, page_timeout=self.page_timeout, max_redirects=self.max_redirects
         )
-        async with proxy.running() as proxy_url:
-            browser = await chromium.acquire()
-            try:
-                # every request of this context goes through the run's egress proxy, loopback
-                # included (`<-loopback>` removes Chromium's implicit loopback bypass)
-                context = await browser.new_context(
-                    accept_downloads=False,
-                    viewport={"width": 1280, "height": 900},
-                    proxy={"server": proxy_url, "bypass": "<-loopback>"},
-                    service_workers="block",
-                )
-                context.set_default_timeout(self.page_timeout * 1000)
-                context.set_default_navigation_timeout(self.page_timeout * 1000)
-                state = BrowserState(context, None, proxy)
-
-                async def popup(page: Any) -> None:
-                    if await page.opener() is not None:  # opened by a page, not by us
-                        state.popups += 1
-                        await page.close()
-
-                context.on("page", popup)
-                state.page = await context.new_page()
-                try:
-                    yield state
-                finally:
-                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                        await context.close()
-            finally:
-                await chromium.release()
 
     async def state(self, ctx: RunContext) -> BrowserState:
         key = f"browser:{id(self)}"
@@ -251,7 +220,7 @@ class BrowserTool(Toolset):
             raise ToolExecutionError(str(exc)) from None
 
     async def _fresh_page(self, state: BrowserState) -> None:
-        old, state.page = state.page, await state.context.new_page()
+        old, state.page = state.page, await new_tab(state)
         with anyio.move_on_after(2, shield=True), contextlib.suppress(Exception):
             await old.close(run_before_unload=False)
 
