@@ -24,7 +24,7 @@ import ada_url
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from anyio.abc import ByteReceiveStream, ByteSendStream, SocketStream, TaskStatus
+from anyio.abc import ByteReceiveStream, ByteSendStream, SocketAttribute, SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._policy import PolicyViolation, Target, UrlPolicy
@@ -74,7 +74,7 @@ class EgressProxy:
     async def _serve(self, *, task_status: TaskStatus[int]) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
         async with listener:
-            task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
+            task_status.started(listener.extra(SocketAttribute.local_port))
             await listener.serve(self._handle)
 
     async def _handle(self, client: SocketStream) -> None:

@@ -230,7 +230,8 @@ class BrowserTool(Toolset):
         try:
             target = await anyio.to_thread.run_sync(self.policy.check, url)
         except PolicyViolation as violation:
-            raise ToolPolicyError(f"Error fetching URL `{url}`: {violation}") from None
+            error = ToolExecutionError if violation.rule == "resolve" else ToolPolicyError
+            raise error(f"Error fetching URL `{url}`: {violation}") from None
         state.proxy.new_navigation()
         page = state.page
         try:
