@@ -7,6 +7,8 @@ connection, a UDP datagram or an HTTP request means a request got past the polic
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.server
 import json
 import socket
@@ -131,6 +133,11 @@ def pages(trap: Trap) -> dict[str, str]:
             window.open("http://{t}/window-open");
             </script>""",
         "/blank.html": "<title>blank</title><p>nothing here</p>",
+        "/ws-allowed.html": """<title>ws allowed</title><p>an allowed websocket</p><script>
+            window.got = null;
+            const ws = new WebSocket(`ws://${location.host}/echo`);
+            ws.onmessage = (m) => { window.got = m.data; };
+            </script>""",
         # class 10: terminal control sequences in page text
         "/controls.html": r"""<title>controls</title><p id="p">x</p><script>
             document.title = "Title\x1b]0;pwned\x07 end";
@@ -149,6 +156,18 @@ def hostile(trap: Trap) -> Iterator[str]:
             pass
 
         def do_GET(self) -> None:
+            if self.path == "/echo":  # a WebSocket handshake, then one text frame
+                key = self.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+                accept = base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
+                self.send_response(101)
+                self.send_header("upgrade", "websocket")
+                self.send_header("connection", "Upgrade")
+                self.send_header("sec-websocket-accept", accept)
+                self.end_headers()
+                self.wfile.write(b"\x81\x08through!")
+                self.wfile.flush()
+                self.close_connection = True
+                return
             body = served.get(self.path.split("?")[0])
             if body is None:
                 self.send_error(404)
@@ -194,6 +213,17 @@ async def test_requests_outside_page_routing_do_not_reach_a_blocked_host(hostile
         assert "LEAKED" not in view
         await wait_for_page_activity()
     assert trap.connections == [] and trap.datagrams == []
+
+
+async def test_an_allowed_websocket_works_through_the_proxy_tunnel(hostile):
+    tool = BrowserTool(allow_private_network=["127.0.0.1"])
+    async with RunContext.open() as ctx:
+        await open_page(tool, ctx, hostile + "/ws-allowed.html")
+        page = (await tool.state(ctx)).page
+        with anyio.fail_after(10):
+            while await page.evaluate("window.got") is None:
+                await anyio.sleep(0.1)
+        assert await page.evaluate("window.got") == "through!"
 
 
 async def test_a_beacon_sent_on_pagehide_does_not_reach_a_blocked_host(hostile, trap):
