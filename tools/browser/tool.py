@@ -118,10 +118,14 @@ class BrowserTool(Toolset):
     Args:
         search: a search backend (``LocalSearch``, ``SearxngSearch``); without one,
             ``browser.search`` answers with an error saying how to configure it.
-        allow_private_network: allow loopback, private and link-local addresses (off by
-            default; needed for sites served on 127.0.0.1). A list of hosts or addresses
-            allows just those (e.g. ``["127.0.0.1"]`` for a local test site).
+        allow_private_network: allow addresses that are not global (loopback, private,
+            link-local, ...; off by default; needed for sites served on 127.0.0.1). A list of
+            hosts or addresses allows just those (e.g. ``["127.0.0.1"]`` for a local site).
         allow_domains / deny_domains: domain lists, subdomains included.
+
+    Every connection a page opens goes through the run's egress proxy, which applies this
+    policy before connecting (see ``_proxy.py``); a page's redirect chain stops at
+    ``max_redirects``.
         automation: also declare developer functions that act on the same page (an
             accessibility snapshot with element refs, click, type, select, press, back,
             viewport screenshot).
@@ -243,15 +247,15 @@ class BrowserTool(Toolset):
             raise self._navigation_error(state, url, message) from None
         if response is not None and POLICY_HEADER in response.headers:
             # the egress proxy refused a hop (a redirect to a refused host, or one too many)
-            violation = next(iter(reversed(state.blocked)), None)
+            refused = next(iter(reversed(state.blocked)), None)
             await self._fresh_page(state)
-            raise ToolPolicyError(f"Error fetching URL `{url}`: redirected to {violation}")
+            raise ToolPolicyError(f"Error fetching URL `{url}`: redirected to {refused}")
         hops = 0
         request = response.request if response is not None else None
         while request is not None and request.redirected_from is not None:
             hops += 1
             request = request.redirected_from
-        if hops > self.max_redirects:  # https chains: the proxy sees hosts, not redirects
+        if hops > self.max_redirects:  # a backstop: the tab's guard stops chains at the limit
             raise ToolPolicyError(
                 f"Error fetching URL `{url}`: {hops} redirects (the limit is {self.max_redirects})"
             )
