@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.status import Status
 from rich.text import Text
 
+from ._controls import strip_controls
 from .events import (
     ErrorEvent,
     Event,
@@ -46,6 +47,7 @@ class Prices:
 
 def _short(value: Any, limit: int = 400) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = strip_controls(text)
     return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
 
 
@@ -72,7 +74,7 @@ class EventView:
             label = {"reasoning": "thinking", "preamble": "assistant", "text": "answer"}[kind]
             self.console.print(Text(f"{label}: ", style="bold " + style), end="")
             self._open = kind
-        self.console.print(Text(text, style=style), end="")
+        self.console.print(Text(strip_controls(text), style=style), end="")
 
     def stop(self) -> None:
         if self._status is not None:
@@ -100,7 +102,9 @@ class EventView:
                 self._tool_result(event)
             case WarningEvent():
                 self._break()
-                self.console.print(Text(f"warning: {event.message}", style="yellow"))
+                self.console.print(
+                    Text(f"warning: {strip_controls(event.message)}", style="yellow")
+                )
             case ErrorEvent():
                 self.stop()  # the CLI prints the one-line reason itself
             case RunFinished():
@@ -155,6 +159,7 @@ class EventView:
 
     def answer(self, out: Console, text: str) -> None:
         """The final answer on stdout: Markdown on a terminal, plain text otherwise."""
+        text = strip_controls(text)  # a pipe often ends at a terminal too (cat, less -R)
         if out.is_terminal:
             out.print(Markdown(text))
         else:

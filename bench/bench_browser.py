@@ -1,5 +1,6 @@
 """Browser tool: open + render of a local 100 KB and 1 MB page (warm browser), find on the
-1 MB page, and pages opened concurrently in one browser. Run: ``python bench/bench_browser.py``."""
+1 MB page, pages opened concurrently in one browser, and what the egress proxy adds to one
+request. Run: ``python bench/bench_browser.py``."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import time
 from pathlib import Path
 
 import anyio
+import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import Figure, main_cli
 from harmony_agent import RunContext
 from harmony_agent.tools import BrowserTool
+from harmony_agent.tools.browser import UrlPolicy
+from harmony_agent.tools.browser._proxy import EgressProxy
 
 
 def page(kb: int) -> bytes:
@@ -77,11 +81,29 @@ async def measure(base: str, repeat: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in out.items()}
 
 
+async def proxy_cost(base: str, repeat: int) -> dict[str, float]:
+    """A small GET on a fresh connection, direct and through the egress proxy (which opens one
+    upstream connection per plain-HTTP request, as it does for Chromium)."""
+    out: dict[str, list[float]] = {"direct": [], "proxied": []}
+    proxy = EgressProxy(UrlPolicy(private_exceptions=("127.0.0.1",)))
+    async with proxy.running() as proxy_url:
+        for name, via in (("direct", None), ("proxied", proxy_url)):
+            for _ in range(repeat):
+                async with httpx.AsyncClient(proxy=via) as client:
+                    t = time.perf_counter()
+                    response = await client.get(base + "/p1.html")
+                    out[name].append(time.perf_counter() - t)
+                    assert response.status_code == 200, response.text
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
 def run(quick: bool = False) -> list[Figure]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        r = anyio.run(measure, f"http://127.0.0.1:{server.server_address[1]}", 5 if quick else 15)
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        r = anyio.run(measure, base, 5 if quick else 15)
+        cost = anyio.run(proxy_cost, base, 20 if quick else 100)
     finally:
         server.shutdown()
         server.server_close()
@@ -96,6 +118,17 @@ def run(quick: bool = False) -> list[Figure]:
             "pages/s",
             "",
             "one browser, a context per run",
+        ),
+        Figure(
+            "browser", "small GET, direct", cost["direct"] * 1e3, "ms", "", "median, new connection"
+        ),
+        Figure(
+            "browser",
+            "small GET through the egress proxy",
+            cost["proxied"] * 1e3,
+            "ms",
+            "",
+            "median, new connection; policy check included",
         ),
     ]
 

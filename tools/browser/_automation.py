@@ -3,26 +3,28 @@ element refs, click, type, select, press, back and a viewport screenshot."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
+from harmony_agent._controls import strip_controls
 from harmony_agent.errors import ToolExecutionError
 from harmony_agent.tools.base import RunContext, Tool
 from harmony_agent.tools.function import tool
 
-if TYPE_CHECKING:
-    from .tool import BrowserTool
+from ._state import BrowserState, StateGetter
 
 __all__ = ["automation_tools"]
 
 
-def automation_tools(owner: BrowserTool) -> list[Tool]:
-    async def page_of(ctx: RunContext):
-        state = await owner.state(ctx)
+def automation_tools(get_state: StateGetter, snapshot_tokens: int) -> list[Tool]:
+    """The functions, acting on the page of the run's state that ``get_state`` returns."""
+
+    async def page_of(ctx: RunContext) -> tuple[BrowserState, Any]:
+        state = await get_state(ctx)
         if state.page.url in ("", "about:blank"):
             raise ToolExecutionError("no page is open: open one with browser.open first")
         return state, state.page
 
-    async def locate(ctx: RunContext, ref: str):
+    async def locate(ctx: RunContext, ref: str) -> tuple[Any, Any]:
         _state, page = await page_of(ctx)
         locator = page.get_by_ref(ref)
         if await locator.count() == 0:
@@ -36,10 +38,10 @@ def automation_tools(owner: BrowserTool) -> list[Tool]:
         """The open page's accessibility tree, each element with a [ref=…] to act on."""
         _, page = await page_of(ctx)
         tree = await page.aria_snapshot(mode="ai")
-        budget = owner.snapshot_tokens * 4  # about 4 characters a token
+        budget = snapshot_tokens * 4  # about 4 characters a token
         if len(tree) > budget:
             tree = tree[:budget] + f"\n…[snapshot cut: {len(tree) - budget} more characters]"
-        return f"Page: {await page.title()} ({page.url})\n{tree}"
+        return strip_controls(f"Page: {await page.title()} ({page.url})\n{tree}")
 
     @tool
     async def browser_click(ref: str, ctx: RunContext) -> str:

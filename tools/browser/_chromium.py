@@ -21,6 +21,20 @@ CHROMIUM_ENV = "PLAYWRIGHT_CHROMIUM_PATH"
 DEFAULT_PATHS = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
+# Egress is enforced by each run's proxy (see _proxy.py); these switches close what a proxy
+# cannot see: WebRTC may use UDP only through a proxy (so never: STUN and TURN over UDP are
+# off), QUIC is off, and Chromium resolves no names itself (DNS prefetch, preconnect), since
+# every request names its host to the proxy instead.
+LAUNCH_ARGS = (
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--disable-features=DnsOverHttps",
+)
+
+
 def chromium_path() -> str:
     explicit = os.environ.get(CHROMIUM_ENV)
     if explicit:
@@ -75,7 +89,7 @@ class Chromium:
             self._browser = await self._playwright.chromium.launch(
                 executable_path=path,
                 headless=True,
-                args=["--disable-gpu", "--disable-quic", "--no-first-run"],
+                args=[*LAUNCH_ARGS],
             )
         except Exception as exc:
             await self._stop()

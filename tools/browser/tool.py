@@ -15,53 +15,29 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import anyio
 import anyio.to_thread
+from harmony_agent._controls import strip_controls
 from harmony_agent.errors import ConfigurationError, ToolExecutionError, ToolPolicyError
 from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import ToolNamespaceConfig
 
-from ._chromium import chromium_for_this_loop
+from ._automation import automation_tools
 from ._extract import EXTRACT_JS, page_from_dom, search_page
 from ._policy import PolicyViolation, UrlPolicy
+from ._proxy import POLICY_HEADER
 from ._render import PageSnapshot, find_in_page, render_view
 from ._search import SearchBackend
+from ._session import browser_session, new_tab
+from ._state import BrowserState
 
 __all__ = ["BrowserTool"]
 
 
-@dataclass
-class _State:
-    """A run's browser: its own context (cookies, storage), one tab, the cursor stack."""
-
-    context: Any
-    page: Any
-    stack: list[PageSnapshot] = field(default_factory=list)
-    locs: list[int] = field(default_factory=list)
-    blocked: list[PolicyViolation] = field(default_factory=list)
-    popups: int = 0
-    screenshots: int = 0
-
-    def get(self, cursor: int | None) -> tuple[int, PageSnapshot]:
-        if not self.stack:
-            raise ToolExecutionError("No pages to access! Search or open a URL first.")
-        if cursor is None or cursor == -1:
-            cursor = len(self.stack) - 1
-        if not 0 <= cursor < len(self.stack):
-            raise ToolExecutionError(
-                f"Cursor `{cursor}` is out of range. Available cursor indices: "
-                f"[0 - {len(self.stack) - 1}]."
-            )
-        return cursor, self.stack[cursor]
-
-    def push(self, page: PageSnapshot, loc: int) -> int:
-        self.stack.append(page)
-        self.locs.append(loc)
-        return len(self.stack) - 1
+Handler = Callable[..., Awaitable[str]]
 
 
 class _BrowserFn(Tool):
@@ -69,11 +45,11 @@ class _BrowserFn(Tool):
     timeout = None  # the browser enforces its own page timeout
     ALIASES: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, owner: BrowserTool, name: str, parameters: dict[str, Any]) -> None:
-        self.owner = owner
+    def __init__(self, name: str, parameters: dict[str, Any], handler: Handler) -> None:
         self.name = name
         self.parameters = parameters
         self.description = f"browser.{name}"
+        self.handler = handler
 
     def normalize_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
         out = dict(arguments)
@@ -83,7 +59,8 @@ class _BrowserFn(Tool):
         return out
 
     async def call(self, arguments: Any, ctx: RunContext) -> Any:
-        return await getattr(self.owner, f"_{self.name}")(ctx, **arguments)
+        # page text is the page's to choose: no terminal controls reach the model or a log
+        return strip_controls(await self.handler(ctx, **arguments))
 
 
 class _Search(_BrowserFn):
@@ -142,10 +119,14 @@ class BrowserTool(Toolset):
     Args:
         search: a search backend (``LocalSearch``, ``SearxngSearch``); without one,
             ``browser.search`` answers with an error saying how to configure it.
-        allow_private_network: allow loopback, private and link-local addresses (off by
-            default; needed for sites served on 127.0.0.1). A list of hosts or addresses
-            allows just those (e.g. ``["127.0.0.1"]`` for a local test site).
+        allow_private_network: allow addresses that are not global (loopback, private,
+            link-local, ...; off by default; needed for sites served on 127.0.0.1). A list of
+            hosts or addresses allows just those (e.g. ``["127.0.0.1"]`` for a local site).
         allow_domains / deny_domains: domain lists, subdomains included.
+
+    Every connection a page opens goes through the run's egress proxy, which applies this
+    policy before connecting (see ``_proxy.py``); a page's redirect chain stops at
+    ``max_redirects``.
         automation: also declare developer functions that act on the same page (an
             accessibility snapshot with element refs, click, type, select, press, back,
             viewport screenshot).
@@ -187,14 +168,12 @@ class BrowserTool(Toolset):
         self.snapshot_tokens = snapshot_tokens
         self.settle = settle
         self._tools: list[Tool] = [
-            _Search(self, "search", SEARCH_SCHEMA),
-            _Open(self, "open", OPEN_SCHEMA),
-            _Find(self, "find", FIND_SCHEMA),
+            _Search("search", SEARCH_SCHEMA, self._search),
+            _Open("open", OPEN_SCHEMA, self._open),
+            _Find("find", FIND_SCHEMA, self._find),
         ]
         if automation:
-            from ._automation import automation_tools
-
-            self._tools += automation_tools(self)
+            self._tools += automation_tools(self.state, snapshot_tokens)
         from harmony_agent._encoding import load_encoding
 
         self._encoding = load_encoding()
@@ -220,45 +199,12 @@ class BrowserTool(Toolset):
 
     # --- the run's browser -----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[_State]:
-        chromium = chromium_for_this_loop()
-        browser = await chromium.acquire()
-        try:
-            context = await browser.new_context(
-                accept_downloads=False, viewport={"width": 1280, "height": 900}
-            )
-            context.set_default_timeout(self.page_timeout * 1000)
-            context.set_default_navigation_timeout(self.page_timeout * 1000)
-            state = _State(context, None)
+    def _session(self) -> contextlib.AbstractAsyncContextManager[BrowserState]:
+        return browser_session(
+            self.policy, page_timeout=self.page_timeout, max_redirects=self.max_redirects
+        )
 
-            async def guard(route: Any) -> None:
-                url = route.request.url
-                try:
-                    await anyio.to_thread.run_sync(self.policy.check, url)
-                except PolicyViolation as violation:
-                    state.blocked.append(violation)
-                    await route.abort("blockedbyclient")
-                    return
-                await route.fallback()
-
-            async def popup(page: Any) -> None:
-                if await page.opener() is not None:  # opened by a page, not by us
-                    state.popups += 1
-                    await page.close()
-
-            await context.route("**/*", guard)
-            context.on("page", popup)
-            state.page = await context.new_page()
-            try:
-                yield state
-            finally:
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await context.close()
-        finally:
-            await chromium.release()
-
-    async def state(self, ctx: RunContext) -> _State:
+    async def state(self, ctx: RunContext) -> BrowserState:
         key = f"browser:{id(self)}"
         state = await ctx.resource(key, self._session)
         if not state.context.browser or not state.context.browser.is_connected():
@@ -270,7 +216,7 @@ class BrowserTool(Toolset):
     def _count(self, text: str) -> int:
         return len(self._encoding.encode(text, disallowed_special=()))
 
-    def _view(self, state: _State, cursor: int, loc: int, num_lines: int | None) -> str:
+    def _view(self, state: BrowserState, cursor: int, loc: int, num_lines: int | None) -> str:
         try:
             return render_view(
                 state.stack[cursor], cursor, loc, num_lines, self._encoding, self.view_tokens
@@ -278,51 +224,39 @@ class BrowserTool(Toolset):
         except ValueError as exc:
             raise ToolExecutionError(str(exc)) from None
 
-    async def _fresh_page(self, state: _State) -> None:
-        old, state.page = state.page, await state.context.new_page()
+    async def _fresh_page(self, state: BrowserState) -> None:
+        old, state.page = state.page, await new_tab(state)
         with anyio.move_on_after(2, shield=True), contextlib.suppress(Exception):
             await old.close(run_before_unload=False)
 
-    async def _fetch(self, state: _State, url: str) -> PageSnapshot:
+    async def _fetch(self, state: BrowserState, url: str) -> PageSnapshot:
         from playwright.async_api import Error as PlaywrightError
 
         try:
-            await anyio.to_thread.run_sync(self.policy.check, url)
+            target = await anyio.to_thread.run_sync(self.policy.check, url)
         except PolicyViolation as violation:
-            raise ToolPolicyError(f"Error fetching URL `{url}`: {violation}") from None
-        state.blocked.clear()
+            error = ToolExecutionError if violation.rule == "resolve" else ToolPolicyError
+            raise error(f"Error fetching URL `{url}`: {violation}") from None
+        state.proxy.new_navigation()
         page = state.page
         try:
-            response = await page.goto(url, wait_until="load")
+            response = await page.goto(target.url, wait_until="load")
         except PlaywrightError as exc:
             message = str(exc).splitlines()[0]
-            first = next((b for b in state.blocked if b.url.rstrip("/") == url.rstrip("/")), None)
-            redirected = next((b for b in state.blocked), None)
-            if first is not None or ("ERR_BLOCKED_BY_CLIENT" in message and redirected):
-                raise ToolPolicyError(
-                    f"Error fetching URL `{url}`: {first or redirected}"
-                ) from None
-            if "Download is starting" in message or "download" in message.lower():
-                raise ToolPolicyError(
-                    f"Error fetching URL `{url}`: it is a file download, and downloads are disabled"
-                ) from None
             if "Timeout" in message:
-                await self._fresh_page(state)
-                raise ToolExecutionError(
-                    f"Error fetching URL `{url}`: the page did not load within "
-                    f"{self.page_timeout:g} s"
-                ) from None
-            if "ERR_TOO_MANY_REDIRECTS" in message:
-                raise ToolExecutionError(
-                    f"Error fetching URL `{url}`: too many redirects"
-                ) from None
-            raise ToolExecutionError(f"Error fetching URL `{url}`: {message}") from None
+                await self._fresh_page(state)  # the old page may still be spinning
+            raise self._navigation_error(state, url, message) from None
+        if response is not None and POLICY_HEADER in response.headers:
+            # the egress proxy refused a hop (a redirect to a refused host, or one too many)
+            refused = next(iter(reversed(state.blocked)), None)
+            await self._fresh_page(state)
+            raise ToolPolicyError(f"Error fetching URL `{url}`: redirected to {refused}")
         hops = 0
         request = response.request if response is not None else None
         while request is not None and request.redirected_from is not None:
             hops += 1
             request = request.redirected_from
-        if hops > self.max_redirects:
+        if hops > self.max_redirects:  # a backstop: the tab's guard stops chains at the limit
             raise ToolPolicyError(
                 f"Error fetching URL `{url}`: {hops} redirects (the limit is {self.max_redirects})"
             )
@@ -347,6 +281,25 @@ class BrowserTool(Toolset):
                 f"Error fetching URL `{url}`: the page did not respond ({type(exc).__name__})"
             ) from None
         return await anyio.to_thread.run_sync(page_from_dom, final, data)
+
+    def _navigation_error(self, state: BrowserState, url: str, message: str) -> Exception:
+        """What a failed ``goto`` means, in words the model can act on."""
+        refused = next(iter(reversed(state.blocked)), None)
+        if refused is not None and (
+            "ERR_TUNNEL_CONNECTION_FAILED" in message or "ERR_BLOCKED_BY_CLIENT" in message
+        ):
+            return ToolPolicyError(f"Error fetching URL `{url}`: {refused}")
+        if "Download is starting" in message or "download" in message.lower():
+            return ToolPolicyError(
+                f"Error fetching URL `{url}`: it is a file download, and downloads are disabled"
+            )
+        if "Timeout" in message:
+            return ToolExecutionError(
+                f"Error fetching URL `{url}`: the page did not load within {self.page_timeout:g} s"
+            )
+        if "ERR_TOO_MANY_REDIRECTS" in message:
+            return ToolExecutionError(f"Error fetching URL `{url}`: too many redirects")
+        return ToolExecutionError(f"Error fetching URL `{url}`: {message}")
 
     # --- the trained functions -------------------------------------------------------------
 

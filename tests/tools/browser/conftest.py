@@ -17,6 +17,7 @@ LONG = (
 class Handler(http.server.SimpleHTTPRequestHandler):
     hits: list[str]
     other_port = 0
+    blocked_port = 0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, directory=str(SITE), **kwargs)
@@ -50,32 +51,53 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if path == "/loop":
             return self._send(b"", status=302, headers=[("location", "/loop")])
         if path == "/to-private":
-            return self._send(b"", status=302, headers=[("location", "http://169.254.169.254/x")])
+            target = f"http://127.0.0.3:{self.blocked_port}/x"
+            return self._send(b"", status=302, headers=[("location", target)])
         if path == "/download.bin":
             return self._send(
                 b"\0" * 1000,
                 ctype="application/octet-stream",
                 headers=[("content-disposition", "attachment; filename=x.bin")],
             )
-        if path == "/private.html":
-            body = (SITE / "private.html").read_text().replace("PORT", str(self.other_port))
-            return self._send(body.encode())
+        if path in ("/private.html", "/popup.html"):
+            body = (SITE / path.lstrip("/")).read_text()
+            body = body.replace("BLOCKED_PORT", str(self.blocked_port))
+            return self._send(body.replace("PORT", str(self.other_port)).encode())
         return super().do_GET()
 
 
 @pytest.fixture(scope="session")
-def site():
-    """The test site on 127.0.0.1, and a second host on 127.0.0.2 that records what reaches it."""
-    servers, hits = [], {"main": [], "other": []}
-    for name, host in (("other", "127.0.0.2"), ("main", "127.0.0.1")):
+def servers():
+    """The test site on 127.0.0.1, and two more hosts that record what reaches them: 127.0.0.2
+    and 127.0.0.3, the "blocked targets" (the tests allow 127.0.0.1 only, or 127.0.0.1 and
+    127.0.0.2, so every refused request stays on loopback)."""
+    servers, hits = [], {"main": [], "other": [], "blocked": []}
+    for name, host in (("other", "127.0.0.2"), ("blocked", "127.0.0.3"), ("main", "127.0.0.1")):
         handler = type(f"H{name}", (Handler,), {"hits": hits[name]})
         if name == "main":
             handler.other_port = servers[0].server_address[1]
+            handler.blocked_port = servers[1].server_address[1]
         server = http.server.ThreadingHTTPServer((host, 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-    base = f"http://127.0.0.1:{servers[1].server_address[1]}"
-    yield base, hits
+    urls = {
+        name: f"http://{s.server_address[0]}:{s.server_address[1]}"
+        for name, s in zip(("other", "blocked", "main"), servers, strict=True)
+    }
+    yield urls, hits
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def site(servers):
+    """(base URL of the site on 127.0.0.1, the paths each host was asked for)."""
+    urls, hits = servers
+    return urls["main"], hits
+
+
+@pytest.fixture(scope="session")
+def blocked_base(servers):
+    """http://127.0.0.3:PORT: a host the tests' policies refuse; its hits are hits["blocked"]."""
+    return servers[0]["blocked"]

@@ -160,19 +160,21 @@ async def test_two_runs_are_isolated(site):
 # --- policy ------------------------------------------------------------------------------------
 
 
-async def test_private_addresses_are_blocked_by_default(site):
-    base, _hits = site
+async def test_private_addresses_are_blocked_by_default(site, blocked_base):
+    base, hits = site
+    blocked = blocked_base
     async with RunContext.open() as ctx:
         tool = BrowserTool()
         for url, rule in [
             (f"{base}/links.html", "private_network"),
-            ("http://169.254.169.254/latest/", "private_network"),
+            (f"{blocked}/latest/", "private_network"),
             ("http://localhost:1/", "private_network"),
             ("file:///etc/passwd", "scheme"),
-            ("ftp://example.org/", "scheme"),
+            ("ftp://127.0.0.3/", "scheme"),
         ]:
             text = await call(tool, ctx, "open", {"id": url}, ok=False)
             assert f"blocked by the `{rule}` rule" in text, text
+    assert hits["blocked"] == []
 
 
 async def test_domain_lists(site):
@@ -205,10 +207,10 @@ async def test_every_request_of_a_page_is_checked(site):
         await anyio.sleep(0.5)
         assert hits["other"] == []  # neither the image nor the fetch() reached 127.0.0.2
         assert "router admin" in view
-        text = await call(tool, ctx, "open", {"id": 0}, ok=False)  # the link to 10.1.2.3
-        assert "blocked by the `private_network` rule" in text and "10.1.2.3" in text
+        text = await call(tool, ctx, "open", {"id": 0}, ok=False)  # the link to 127.0.0.3
+        assert "blocked by the `private_network` rule" in text and "127.0.0.3" in text
         redirect = await call(tool, ctx, "open", {"id": f"{base}/to-private"}, ok=False)
-        assert "private_network" in redirect and "169.254.169.254" in redirect
+        assert "private_network" in redirect and "127.0.0.3" in redirect
     denied = BrowserTool(allow_private_network=True, deny_domains=["127.0.0.2"])
     async with RunContext.open() as ctx:
         await call(denied, ctx, "open", {"id": f"{base}/private.html"})
