@@ -19,29 +19,24 @@ import pytest
 
 ROOT = "harmony_agent"
 
-#: Known edges that close a cycle today. Each is being removed by work on its own package;
-#: empty this list when that lands, and never add to it.
-KNOWN_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset(
-    {
-        # tools/browser/_automation.py types its owner as BrowserTool while tool.py imports the
-        # automation functions; the browser's per-run state is to get a module of its own.
-        ("harmony_agent.tools.browser._automation", "harmony_agent.tools.browser.tool"),
-    }
-)
+#: Edges allowed to close a cycle: none. Keep it empty; a cycle is fixed, not listed.
+KNOWN_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset()
 
 #: The layers below the agent (engines, tools) import from the root package only these
-#: modules: the error tree, the Harmony token ids and the offline encoding.
-SHARED = frozenset({"harmony_agent.errors", "harmony_agent._tokens", "harmony_agent._encoding"})
-LOWER_LAYERS = ("harmony_agent.engine", "harmony_agent.tools")
-
-#: Known upward edges, removed by work on their own package; empty this list when that lands.
-KNOWN_UPWARD_EDGES: frozenset[tuple[str, str]] = frozenset(
+#: leaf modules: the error tree, the Harmony token ids, the offline encoding and the
+#: terminal-control filter.
+SHARED = frozenset(
     {
-        # engine/replay.py loads the trace format itself; ReplayEngine is to take the
-        # recorded token lists instead, and the trace to build it.
-        ("harmony_agent.engine.replay", "harmony_agent.trace"),
+        "harmony_agent.errors",
+        "harmony_agent._tokens",
+        "harmony_agent._encoding",
+        "harmony_agent._controls",
     }
 )
+LOWER_LAYERS = ("harmony_agent.engine", "harmony_agent.tools")
+
+#: Upward edges allowed: none. Keep it empty.
+KNOWN_UPWARD_EDGES: frozenset[tuple[str, str]] = frozenset()
 
 
 def _spec_file(name: str) -> tuple[Path, bool] | None:
