@@ -139,6 +139,7 @@ async def _payloads(
     framer = SSEFramer(max_line)
     reads = response.aiter_bytes()  # closed with the response
     while True:
+        data = b""
         with anyio.CancelScope(deadline=clock.deadline()) as scope:
             try:
                 data = await reads.__anext__()
