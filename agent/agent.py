@@ -6,7 +6,8 @@
 Within a run the prompt is append-only: the next prompt is the previous prompt, plus the ids
 the model sampled (stop token included), plus the rendered tool message, plus
 ``<|start|>assistant``. Nothing is re-rendered, so the engine's prefix cache always hits and
-the model sees exactly what it wrote.
+the model sees exactly what it wrote. The loop itself, as named steps (sample → decide →
+tool step / finish), is :class:`harmony_agent._run.Run`; this module is its public face.
 
 Example::
 
