@@ -18,6 +18,7 @@ __all__ = [
     "RETURN",
     "START",
     "STOP_STRINGS",
+    "VOCAB_SIZE",
 ]
 
 ENDOFTEXT = 199999  # <|endoftext|>: the model's end-of-sequence id
@@ -28,6 +29,10 @@ START = 200006  # <|start|>: a message header begins
 END = 200007  # <|end|>: a message is complete (more may follow)
 MESSAGE = 200008  # <|message|>: the header ends, content begins
 CALL = 200012  # <|call|>: a tool call is complete
+
+#: Ids 0 to VOCAB_SIZE - 1 decode (o200k_harmony: the text tokens, then the special and
+#: reserved ones up to <|reserved_201088|>); any other id cannot have been sampled.
+VOCAB_SIZE = 201_089
 
 #: What the runtime stops generation on: the end of a final answer and of a tool call.
 DEFAULT_STOP_TOKEN_IDS: tuple[int, ...] = (RETURN, CALL)

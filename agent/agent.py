@@ -37,7 +37,6 @@ Example::
 from __future__ import annotations
 
 import inspect
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -52,6 +51,7 @@ from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
+from . import _json
 from ._encoding import load_encoding
 from ._parse import Delta, MessageStart, TurnParser
 from ._registry import NOT_A_TOOL, ToolRegistry
@@ -175,12 +175,17 @@ class Agent:
         per agent) followed by the user's task and ``<|start|>assistant``."""
         if self._prefix is None:
             head = self.initial_messages("")[:-1]
-            self._prefix = self.encoding.render_conversation(
+            self._prefix = hm.guard_render(
+                "the system and developer messages",
+                self.encoding.render_conversation,
                 Conversation.from_messages(head),
                 RenderConversationConfig(auto_drop_analysis=False),
             )
-        user = Message.from_role_and_content(Role.USER, task)
-        return [*self._prefix, *self.encoding.render(user), *hm.assistant_start_ids(self.encoding)]
+        return [
+            *self._prefix,
+            *hm.render_user(self.encoding, task),
+            *hm.assistant_start_ids(self.encoding),
+        ]
 
     # --- running ---------------------------------------------------------------------------
 
@@ -341,10 +346,16 @@ class _Run:
                 first_turn = self.resume.next_turn
             else:
                 self.messages = agent.initial_messages(self.task, self.history)
+                # Encoding is CPU work that grows with the text: long tasks off the event loop.
                 if self.history is None:
-                    prompt = agent.first_prompt(self.task)
+                    prompt = await hm.off_loop(len(self.task), agent.first_prompt, self.task)
                 else:
-                    prompt = hm.render_prompt(agent.encoding, self.messages)
+                    prompt = await hm.off_loop(
+                        len(self.task) + hm.OFF_LOOP_CHARS,
+                        hm.render_prompt,
+                        agent.encoding,
+                        self.messages,
+                    )
                 first_turn = 0
             if self.recorder is not None:
                 await self.recorder.start(self.state(prompt, first_turn))
@@ -478,8 +489,15 @@ class _Run:
                     f"the engine aborted the request of turn {turn}; check the engine's logs"
                 )
             new = list(parser.messages)
-            if parser.error is not None:
-                # Unparseable output: sample the turn again (same prompt, so still a cache hit).
+            kept = parser.salvage() if parser.error is not None else None
+            if kept is not None:
+                new = kept  # a complete call or final answer came before the unparseable part
+            if parser.salvaged:
+                yield WarningEvent(
+                    run_id=self.run_id, turn=turn, message=f"salvaged: {parser.salvaged}"
+                )
+            if parser.error is not None and kept is None:
+                # Nothing usable: sample the turn again (same prompt, so still a cache hit).
                 consecutive_errors += 1
                 yield WarningEvent(
                     run_id=self.run_id,
@@ -538,7 +556,9 @@ class _Run:
                     record.name or record.recipient, call.channel, record.output
                 )
                 self.messages.append(result_msg)
-                appended = hm.render_tool_result(enc, result_msg)
+                appended = await hm.off_loop(
+                    len(record.output), hm.render_tool_result, enc, result_msg
+                )
                 transcript.extend(output)
                 transcript.extend(appended)
                 if self.recorder is not None:
@@ -653,6 +673,6 @@ def _text(message: Message) -> str:
 
 def _maybe_json(raw: str) -> Any:
     try:
-        return json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError:
+        return _json.loads(raw) if raw.strip() else {}
+    except ValueError:  # malformed or past a limit: the tool's own parse says which
         return None
