@@ -39,6 +39,7 @@ from harmony_agent._tokens import CALL, CHANNEL, CONSTRAIN, END, MESSAGE, RETURN
 from harmony_agent.engine import FunctionEngine, GenerationRequest
 from harmony_agent.errors import HarmonyAgentError
 from harmony_agent.events import event_to_dict
+from harmony_agent.trace import _dump as trace_line
 
 ENC = load_encoding()
 SPECIALS = (CALL, CHANNEL, CONSTRAIN, END, MESSAGE, RETURN, START)
@@ -89,6 +90,9 @@ def add(a: int, b: int) -> int:
 
 def _ids(text: str) -> list[int]:
     return ENC.encode(text, allowed_special="all")
+
+
+FINAL_IDS = _ids(FINAL)
 
 
 def mutate(rng: random.Random, ids: list[int]) -> list[int]:
@@ -143,7 +147,8 @@ def make_case(rng: random.Random) -> Case:
     for _ in range(rng.randint(1, 3)):
         ids = _ids(rng.choice(SEEDS))
         replies.append(mutate(rng, ids) if rng.random() < 0.85 else ids)
-    return Case(replies, rng.choice([1, 2, 3, 7, 64]), trace=rng.random() < 0.1)
+    chunk = rng.choice([1, 2, 3, 7, 64])
+    return Case(replies, chunk, trace=rng.random() < 0.02, long_task=rng.random() < 0.005)
 
 
 @dataclass
@@ -172,6 +177,8 @@ def _check_events(events: list[Any], out: Outcome, case: Case) -> None:
     for event in events:
         try:
             json.dumps(event_to_dict(event), ensure_ascii=False).encode("utf-8")
+            # what a trace writes for it (every case; only some write a real, fsynced file)
+            trace_line({"record": "event", "event": event_to_dict(event)}).encode("utf-8")
         except Exception as exc:
             out.violations["event not JSON/UTF-8"] += 1
             out.note("event", f"{event.type}: {type(exc).__name__}: {exc}", case)
@@ -186,52 +193,62 @@ def _check_prefix(requests: list[list[int]], out: Outcome, case: Case) -> None:
             return
 
 
-async def run_case(
-    case: Case, out: Outcome, trace_dir: Path, index: int, limit_s: float = 10.0
-) -> None:
-    script = list(case.replies)
+class Harness:
+    """One agent and engine for every case (the per-agent prefix is rendered once)."""
 
-    def model(request: GenerationRequest, turn: int) -> list[int] | str:
-        return script[turn] if turn < len(script) else FINAL
+    def __init__(self, trace_dir: Path) -> None:
+        self.trace_dir = trace_dir
+        self.script: list[list[int]] = []
+        self.engine = FunctionEngine(self._model)
+        self.agent = Agent(
+            tools=[echo, add],
+            engine=self.engine,
+            conversation_start_date="2026-01-01",
+            max_turns=6,
+            max_tool_errors=3,
+            max_tokens_per_turn=4096,
+            files_dir=trace_dir / "files",  # one shared folder: no temporary folder per run
+        )
 
-    engine = FunctionEngine(model, chunk_size=case.chunk_size)
-    agent = Agent(
-        tools=[echo, add],
-        engine=engine,
-        conversation_start_date="2026-01-01",
-        max_turns=6,
-        max_tool_errors=3,
-        max_tokens_per_turn=4096,
-    )
-    events: list[Any] = []
-    trace = trace_dir / f"case-{index}.jsonl" if case.trace else None
-    task = "x" * 200_000 if case.long_task else "fuzz"
-    out.cases += 1
-    try:
-        with anyio.fail_after(limit_s):
-            await agent.run(task, trace=trace, on_event=events.append)
-        out.answered += 1
-    except TimeoutError:
-        out.hangs += 1
-        out.note("hang", f"no end within {limit_s} s", case)
-    except HarmonyAgentError as exc:
-        out.typed_errors[type(exc).__name__] += 1
-    except BaseException as exc:  # counting what escapes is the point
-        if isinstance(exc, KeyboardInterrupt | SystemExit | anyio.get_cancelled_exc_class()):
-            raise
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        key = f"{type(exc).__name__} at {Path(where.filename).name}:{where.lineno}"
-        out.unhandled[key] += 1
-        out.note("unhandled", f"{key}: {str(exc)[:200]}", case)
-    _check_events(events, out, case)
-    _check_prefix(engine.requests, out, case)
+    def _model(self, request: GenerationRequest, turn: int) -> list[int]:
+        return self.script[turn] if turn < len(self.script) else FINAL_IDS
+
+    async def run_case(self, case: Case, out: Outcome, index: int, limit_s: float = 10.0) -> None:
+        self.script = list(case.replies)
+        self.engine.requests = []
+        self.engine.chunk_size = case.chunk_size
+        events: list[Any] = []
+        trace = self.trace_dir / f"case-{index}.jsonl" if case.trace else None
+        # a long task of one repeated character: the tokenizer's slow (and panicking) case
+        task = "界" * 60_000 if case.long_task else "fuzz"
+        out.cases += 1
+        try:
+            with anyio.fail_after(limit_s):
+                await self.agent.run(task, trace=trace, on_event=events.append)
+            out.answered += 1
+        except TimeoutError:
+            out.hangs += 1
+            out.note("hang", f"no end within {limit_s} s", case)
+        except HarmonyAgentError as exc:
+            out.typed_errors[type(exc).__name__] += 1
+        except BaseException as exc:  # counting what escapes is the point
+            if isinstance(exc, KeyboardInterrupt | SystemExit | anyio.get_cancelled_exc_class()):
+                raise
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            key = f"{type(exc).__name__} at {Path(where.filename).name}:{where.lineno}"
+            out.unhandled[key] += 1
+            out.note("unhandled", f"{key}: {str(exc)[:200]}", case)
+        _check_events(events, out, case)
+        _check_prefix(self.engine.requests, out, case)
 
 
 async def fuzz(cases: int, seed: int, trace_dir: Path) -> Outcome:
+    """Run ``cases`` cases drawn from ``seed``; the same seed gives the same cases."""
     rng = random.Random(seed)
     out = Outcome()
+    harness = Harness(trace_dir)
     for i in range(cases):
-        await run_case(make_case(rng), out, trace_dir, i)
+        await harness.run_case(make_case(rng), out, i)
     return out
 
 
