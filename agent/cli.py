@@ -403,7 +403,7 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
         agent = _agent(args, engine)
         if not args.json:
             err.print(
-                f"[dim]resuming run {state.run_id} at turn {state.next_turn + 1} "
+                f"[dim]resuming run {state.run_id} at turn {state.next_turn} "
                 f"({len(state.tool_calls)} tool calls done)[/]"
             )
         await _drive(agent.resume_stream(state, trace=args.trace), args, out, _view(args, err))

@@ -184,3 +184,22 @@ def test_lone_surrogates_and_deep_values_are_written_and_read_back(tmp_path):
     while isinstance(node, list):
         node, depth = node[0], depth + 1
     assert depth == MAX_DEPTH - 1 and "nested deeper" in node
+
+
+def test_turn_numbers_agree_in_events_report_and_messages(tmp_path):
+    from harmony_agent.errors import OutputTruncatedError
+    from harmony_agent.report import render_report
+
+    path = tmp_path / "run.jsonl"
+    cut = "<|channel|>analysis<|message|>still thinking"  # no stop token: cut by max_tokens
+    with pytest.raises(OutputTruncatedError, match=r"^turn 1 hit") as info:
+        agent_with([REPLIES[1], cut]).run_sync("sums", trace=path)
+    trace = load_trace(path)
+    assert [e.turn for e in trace.events if e.type == "turn_finished"] == [0, 1]
+    (call,) = [e for e in trace.events if e.type == "tool_call"]
+    (error,) = [e for e in trace.events if e.type == "error"]
+    assert call.turn == 0 and error.turn == 1 and str(info.value) == error.message
+    assert trace.steps[0]["turn"] == 0 and trace.steps[0]["tool_call"]["turn"] == 0
+    assert trace.resume_state().next_turn == 1
+    page = render_report(trace)
+    assert "<h2>Turn 0<span>" in page and "<h2>Turn 1<span>" in page and "Turn 2" not in page
