@@ -52,7 +52,7 @@ from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
 from . import _json
-from ._encoding import load_encoding
+from ._encoding import load_encoding, third_party_error
 from ._parse import Delta, MessageStart, TurnParser
 from ._registry import NOT_A_TOOL, ToolRegistry
 from ._transcript import Transcript
@@ -453,7 +453,9 @@ class _Run:
                             break
             except HarmonyAgentError:
                 raise
-            except Exception as exc:  # an engine that did not map its own failure
+            except BaseException as exc:  # an engine that did not map its own failure
+                if not third_party_error(exc):  # cancellation, KeyboardInterrupt
+                    raise
                 raise EngineError(
                     f"{type(engine).__name__} failed: {type(exc).__name__}: {exc}"
                 ) from exc

@@ -168,3 +168,13 @@ async def test_long_tool_results_and_tasks_are_encoded_in_a_worker_thread():
         hm.render_tool_result = original
     assert result.final_text == "done" and result.tool_calls[0].ok
     assert seen["first_prompt"] != loop_thread and seen["tool_result"] != loop_thread
+
+
+def test_a_panic_inside_an_engine_is_an_engine_error():
+    from harmony_agent.engine import FunctionEngine
+    from harmony_agent.errors import EngineError
+
+    # FunctionEngine encodes the reply with openai_harmony, which panics on a 1 MB run
+    agent = Agent(engine=FunctionEngine(lambda request, turn: "x" * 1_000_000))
+    with pytest.raises(EngineError, match="FunctionEngine failed: PanicException"):
+        agent.run_sync("t")
