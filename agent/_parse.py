@@ -265,8 +265,9 @@ class TurnParser:
             if token == MESSAGE:
                 self._open_held(out)
             elif token in _ENDS:
-                if not self._header and not self._first:  # `<|start|><|end|>`: nothing said
-                    self._notes.append("skipped an empty message")
+                if not self._header:  # `<|start|><|end|>`, or a turn of only a stop token
+                    if not self._first:
+                        self._notes.append("skipped an empty message")
                     self._state = _BETWEEN if token == END else _DONE
                     return
                 self._headerless(out)

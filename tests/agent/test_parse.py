@@ -279,3 +279,10 @@ def test_token_by_token_and_whole_give_the_same_messages():
         whole.feed_many(ids)
         assert [m.to_dict() for m in one.messages] == [m.to_dict() for m in whole.messages]
         assert one.error is whole.error is None
+
+
+@STREAMS
+def test_a_turn_of_only_a_stop_token_is_an_empty_answer(chunk):
+    result, _, warnings, _ = run(["<|return|>"], chunk)
+    assert result.final_text == "" and result.messages[-1].author.role.value == "user"
+    assert warnings == ["the model stopped without writing anything"]
