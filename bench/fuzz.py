@@ -158,6 +158,8 @@ class Outcome:
     typed_errors: collections.Counter = field(default_factory=collections.Counter)
     unhandled: collections.Counter = field(default_factory=collections.Counter)
     hangs: int = 0
+    salvaged: int = 0  # turns kept (in part) that could not be parsed whole
+    resampled: int = 0  # turns thrown away and sampled again
     violations: collections.Counter = field(default_factory=collections.Counter)
     examples: list[str] = field(default_factory=list)
 
@@ -175,6 +177,9 @@ class Outcome:
 
 def _check_events(events: list[Any], out: Outcome, case: Case) -> None:
     for event in events:
+        if event.type == "warning":
+            out.salvaged += event.message.startswith("salvaged:")
+            out.resampled += "sampling the turn again" in event.message
         try:
             json.dumps(event_to_dict(event), ensure_ascii=False).encode("utf-8")
             # what a trace writes for it (every case; only some write a real, fsynced file)
@@ -266,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"typed       {sum(out.typed_errors.values())}  {dict(out.typed_errors.most_common())}")
     print(f"unhandled   {sum(out.unhandled.values())}  {dict(out.unhandled.most_common())}")
     print(f"hangs       {out.hangs}")
+    print(f"turns       {out.salvaged} salvaged, {out.resampled} sampled again")
     print(f"violations  {sum(out.violations.values())}  {dict(out.violations)}")
     print(f"seconds     {seconds:.1f}")
     for example in out.examples:
