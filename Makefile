@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-vllm test-vllm system-deps test test-core demo bench lint typecheck format clean
+.PHONY: setup setup-vllm test-vllm system-deps test test-core demo bench fuzz lint typecheck format clean
 
 # Debian packages: Chromium for the browser tool, bubblewrap for the python sandbox.
 system-deps:
@@ -56,6 +56,10 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# The agent loop on 10,000 mutated and truncated completions (make test runs 2,000 of them).
+fuzz: setup
+	$(BIN)/python bench/fuzz.py --cases 10000
 
 lint: setup typecheck
 	$(BIN)/ruff check agent tools engine tests examples bench

@@ -13,17 +13,26 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import EncodingUnavailableError
 
 if TYPE_CHECKING:
     from openai_harmony import HarmonyEncoding
 
-__all__ = ["VOCAB_FILE", "VOCAB_SHA256", "cache_dir", "load_encoding"]
+__all__ = [
+    "MAX_RUN_CHARS",
+    "VOCAB_FILE",
+    "VOCAB_SHA256",
+    "cache_dir",
+    "encode_text",
+    "load_encoding",
+    "third_party_error",
+]
 
 VOCAB_FILE = "o200k_base.tiktoken"
 VOCAB_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -94,3 +103,46 @@ def load_encoding() -> HarmonyEncoding:
             f"{os.environ.get(_ENV)!r}: {exc}. Check that {VOCAB_FILE} there is intact "
             f"(sha256 {VOCAB_SHA256}) or unset {_ENV} to use the bundled copy."
         ) from exc
+
+
+def third_party_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a library's failure to be mapped to a typed error.
+
+    Every ``Exception``, and pyo3's ``PanicException``: openai_harmony's Rust core panics (on a
+    stack overflow in its tokenizer, for one), and pyo3 raises that as a ``BaseException``
+    that ``except Exception`` lets through. Cancellation, ``KeyboardInterrupt`` and
+    ``SystemExit`` are not errors and are never mapped.
+    """
+    if isinstance(exc, Exception):
+        return True
+    return type(exc).__name__ == "PanicException" and type(exc).__module__ == "pyo3_runtime"
+
+
+#: The longest run of non-space (or of space) characters encoded in one piece. The BPE merge
+#: of one pre-token is quadratic in its length (60,000 of one CJK character took ~20 s), and a
+#: run of ~1 MB overflows the tokenizer's stack (a panic); cut into pieces it is linear.
+MAX_RUN_CHARS = 512
+_LONG_RUN = re.compile(rf"\S{{{MAX_RUN_CHARS + 1},}}|\s{{{MAX_RUN_CHARS + 1},}}")
+
+
+def encode_text(encoding: Any, text: str) -> list[int]:
+    """``text`` as ordinary tokens (special-token text stays text), in linear time.
+
+    Text without a run longer than :data:`MAX_RUN_CHARS` encodes exactly as
+    ``encoding.encode(text, disallowed_special=())``; longer runs are encoded in pieces of
+    that size, which decodes to the same text.
+    """
+    encode = encoding.encode
+    if len(text) <= MAX_RUN_CHARS:
+        return encode(text, disallowed_special=())
+    ids: list[int] = []
+    pos = 0
+    for m in _LONG_RUN.finditer(text):
+        if m.start() > pos:
+            ids += encode(text[pos : m.start()], disallowed_special=())
+        for cut in range(m.start(), m.end(), MAX_RUN_CHARS):
+            ids += encode(text[cut : min(cut + MAX_RUN_CHARS, m.end())], disallowed_special=())
+        pos = m.end()
+    if pos < len(text):
+        ids += encode(text[pos:], disallowed_special=())
+    return ids

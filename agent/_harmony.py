@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import anyio.to_thread
 from harmony_agent.tools.base import Tool
 from openai_harmony import (
     Author,
@@ -21,20 +21,31 @@ from openai_harmony import (
     ToolDescription,
 )
 
+from ._encoding import encode_text, third_party_error
 from ._tokens import CHANNEL, END, MESSAGE, START
+from .errors import PromptRenderError
 
 __all__ = [
+    "OFF_LOOP_CHARS",
     "Effort",
     "PromptSettings",
     "assistant_start_ids",
     "build_developer_message",
     "build_system_message",
     "drop_stale_analysis",
+    "guard_render",
     "message_text",
+    "off_loop",
     "render_prompt",
     "render_tool_result",
+    "render_user",
     "tool_result_message",
 ]
+
+T = TypeVar("T")
+
+#: Texts longer than this are encoded in a worker thread (shorter ones cost less than the hop).
+OFF_LOOP_CHARS = 4096
 
 Effort = Literal["low", "medium", "high"]
 _EFFORTS = {
@@ -86,13 +97,51 @@ def build_developer_message(instructions: str | None, functions: Sequence[Tool])
     return Message.from_role_and_content(Role.DEVELOPER, content)
 
 
+def guard_render(what: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with openai_harmony's failures (pyo3 panics included) as a typed error."""
+    try:
+        return fn(*args)
+    except BaseException as exc:
+        if not third_party_error(exc):
+            raise
+        raise PromptRenderError(
+            f"openai_harmony could not render {what}: {type(exc).__name__}: {str(exc)[:300]}. "
+            "Shorten the text (very long runs without spaces are the usual cause)."
+        ) from None
+
+
+async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, in a worker thread when ``size`` (characters to encode) is large."""
+    if size <= OFF_LOOP_CHARS:
+        return fn(*args)
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
 def render_prompt(encoding: Any, messages: Sequence[Message]) -> list[int]:
     """Render a whole conversation for the assistant's next turn (analysis kept as given)."""
-    return encoding.render_conversation_for_completion(
+    return guard_render(
+        "the conversation",
+        encoding.render_conversation_for_completion,
         Conversation.from_messages(list(messages)),
         Role.ASSISTANT,
         RenderConversationConfig(auto_drop_analysis=False),
     )
+
+
+def render_user(encoding: Any, text: str) -> list[int]:
+    """A user message, ``<|start|>user<|message|>{text}<|end|>``, as harmony renders it.
+
+    The text is encoded by :func:`~harmony_agent._encoding.encode_text` (linear time, never a
+    panic): the same ids as ``encoding.render`` unless the text has very long runs of one
+    kind of character, which harmony's tokenizer handles in quadratic time or not at all.
+    """
+    return [
+        START,
+        *encoding.encode("user", disallowed_special=()),
+        MESSAGE,
+        *encode_text(encoding, text),
+        END,
+    ]
 
 
 def assistant_start_ids(encoding: Any) -> list[int]:
@@ -121,10 +170,14 @@ def render_tool_result(encoding: Any, message: Message) -> list[int]:
     than by ``encoding.render``: builds of ``openai_harmony`` disagree on where ``to=`` goes
     (vLLM's ``oss-harmony`` puts it after the channel), and the transcript must not depend on
     which one is installed. Tool output is always plain text: a page that contains
-    ``<|end|>`` cannot end the message.
+    ``<|end|>`` cannot end the message. Linear in the text's length (see ``render_user``);
+    for long outputs call it in a worker thread (:func:`off_loop`).
     """
     text = message_text(message)
-    plain = functools.partial(encoding.encode, disallowed_special=())
+
+    def plain(part: str) -> list[int]:
+        return encode_text(encoding, part)
+
     return [
         START,
         *plain(f"{message.author.name} to={message.recipient or 'assistant'}"),

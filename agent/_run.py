@@ -29,6 +29,7 @@ from harmony_agent.tools.base import RunContext, Tool, ToolResult
 from openai_harmony import Message
 
 from . import _harmony as hm
+from ._encoding import third_party_error
 from ._parse import TurnParser
 from ._registry import is_tool_recipient
 from ._state import LoopAgent, Recorder, RunState
@@ -106,7 +107,7 @@ class Run:
     async def events(self) -> Steps:
         """The run's events; the one place where they are recorded."""
         try:
-            first_turn = self._start()
+            first_turn = await self._start()
             if self.recorder is not None:
                 await self.recorder.start(self.state(first_turn))
             yield await self._record(
@@ -136,7 +137,7 @@ class Run:
             await self.recorder.event(event)
         return event
 
-    def _start(self) -> int:
+    async def _start(self) -> int:
         """Messages and transcript of the first prompt; returns the first turn's number."""
         agent = self.agent
         if self.resume is not None:
@@ -144,10 +145,13 @@ class Run:
             self.transcript = Transcript(self.resume.prompt_ids)
             return self.resume.next_turn
         self.messages = agent.initial_messages(self.task, self.history)
+        # Encoding is CPU work that grows with the text: long tasks off the event loop.
         if self.history is None:
-            self.transcript = Transcript(agent.first_prompt(self.task))
+            prompt = await hm.off_loop(len(self.task), agent.first_prompt, self.task)
         else:
-            self.transcript = Transcript(hm.render_prompt(agent.encoding, self.messages))
+            size = len(self.task) + hm.OFF_LOOP_CHARS
+            prompt = await hm.off_loop(size, hm.render_prompt, agent.encoding, self.messages)
+        self.transcript = Transcript(prompt)
         return 0
 
     async def _turns(self, ctx: RunContext, first_turn: int) -> Steps:
@@ -217,7 +221,9 @@ class Run:
                         break
         except HarmonyAgentError:
             raise
-        except Exception as exc:  # an engine that did not map its own failure
+        except BaseException as exc:  # an engine that did not map its own failure
+            if not third_party_error(exc):  # cancellation, KeyboardInterrupt
+                raise
             raise EngineError(
                 f"{type(engine).__name__} failed: {type(exc).__name__}: {exc}"
             ) from exc
@@ -226,9 +232,15 @@ class Run:
         if finish == "length":
             parser.finish_eos()
         yield self._count(prompt, output, finish, usage, time.perf_counter() - started)
-        self.sampled = Sampled(
-            self.turn, prompt, output, list(parser.messages), finish, parser.error
-        )
+        messages, error = list(parser.messages), parser.error
+        kept = parser.salvage() if error is not None else None
+        if kept is not None:  # a complete call or final answer came before the broken part
+            messages, error = kept, None
+        if parser.salvaged:
+            yield WarningEvent(
+                run_id=self.run_id, turn=self.turn, message=f"salvaged: {parser.salvaged}"
+            )
+        self.sampled = Sampled(self.turn, prompt, output, messages, finish, error)
 
     def _count(
         self,
@@ -334,7 +346,9 @@ class Run:
             record.name or record.recipient, step.call.channel, record.output
         )
         self.messages.append(result)
-        appended = hm.render_tool_result(self.agent.encoding, result)
+        appended = await hm.off_loop(
+            len(record.output), hm.render_tool_result, self.agent.encoding, result
+        )
         self.transcript.extend(sampled.output)
         self.transcript.extend(appended)
         if self.recorder is not None:

@@ -6,7 +6,6 @@ The run's steps (``_run``) use these; none of them does I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from harmony_agent.engine.base import FinishReason, GenerationRequest
 from harmony_agent.tools.base import Tool
 from openai_harmony import Message
 
+from . import _json
 from ._harmony import message_text
 from ._parse import Delta, MessageStart
 from ._registry import ToolRegistry, is_tool_recipient
@@ -171,6 +171,6 @@ def resolve_call(
 def maybe_json(raw: str) -> Any:
     """Tool-call arguments as JSON for events and records (None when they do not parse)."""
     try:
-        return json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError:
+        return _json.loads(raw) if raw.strip() else {}
+    except ValueError:  # malformed or past a limit: the tool's own parse says which
         return None

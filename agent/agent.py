@@ -149,12 +149,17 @@ class Agent:
         per agent) followed by the user's task and ``<|start|>assistant``."""
         if self._prefix is None:
             head = self.initial_messages("")[:-1]
-            self._prefix = self.encoding.render_conversation(
+            self._prefix = hm.guard_render(
+                "the system and developer messages",
+                self.encoding.render_conversation,
                 Conversation.from_messages(head),
                 RenderConversationConfig(auto_drop_analysis=False),
             )
-        user = Message.from_role_and_content(Role.USER, task)
-        return [*self._prefix, *self.encoding.render(user), *hm.assistant_start_ids(self.encoding)]
+        return [
+            *self._prefix,
+            *hm.render_user(self.encoding, task),
+            *hm.assistant_start_ids(self.encoding),
+        ]
 
     # --- running ---------------------------------------------------------------------------
 

@@ -219,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the run to FILE as JSON lines (resume, replay, trace view)",
     )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite the --trace FILE if it already holds a run (refused otherwise)",
+    )
 
     chat = sub.add_parser(
         "chat",
@@ -338,7 +343,12 @@ async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
     async with engine:
         agent = _agent(args, engine)
-        await _drive(agent.stream(args.task, trace=args.trace), args, out, _view(args, err))
+        trace = None
+        if args.trace:
+            from .trace import TraceWriter
+
+            trace = TraceWriter(args.trace, overwrite=args.force)
+        await _drive(agent.stream(args.task, trace=trace), args, out, _view(args, err))
     return 0
 
 
@@ -380,7 +390,7 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
         agent = _agent(args, engine)
         if not args.json:
             err.print(
-                f"[dim]resuming run {state.run_id} at turn {state.next_turn + 1} "
+                f"[dim]resuming run {state.run_id} at turn {state.next_turn} "
                 f"({len(state.tool_calls)} tool calls done)[/]"
             )
         await _drive(agent.resume_stream(state, trace=args.trace), args, out, _view(args, err))

@@ -24,6 +24,7 @@ a tool message and the run goes on (within ``Agent(max_tool_errors=...)``). Erro
         ├── MaxTurnsError               the model kept calling tools past max_turns
         ├── ToolErrorBudgetError        too many tool errors in a row
         ├── ContextOverflowError        the prompt no longer fits the context window
+        ├── PromptRenderError           a message could not be rendered as tokens
         └── OutputTruncatedError        a turn hit max_tokens before any answer
 
 Third-party exceptions (httpx, vllm, playwright, openai_harmony) are mapped to these at the
@@ -48,6 +49,7 @@ __all__ = [
     "HarmonyAgentError",
     "MaxTurnsError",
     "OutputTruncatedError",
+    "PromptRenderError",
     "RunError",
     "ScriptExhaustedError",
     "ToolArgumentsError",
@@ -145,6 +147,10 @@ class ToolErrorBudgetError(RunError):
 
 class ContextOverflowError(RunError):
     """The next prompt does not fit the model's context window."""
+
+
+class PromptRenderError(RunError):
+    """openai_harmony could not render a message (the task, instructions, history) as tokens."""
 
 
 class OutputTruncatedError(RunError):

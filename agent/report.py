@@ -1,6 +1,8 @@
 """A trace as one self-contained HTML page: a timeline of turns, reasoning (collapsible), tool
 calls with arguments, results and durations, tokens per turn, cached ratio, errors highlighted.
-No scripts, no external resources: the page opens anywhere, offline."""
+No scripts, no external resources: the page opens anywhere, offline.
+
+Turns are numbered from 0, as in events, traces, results and error messages."""
 
 from __future__ import annotations
 
@@ -131,7 +133,7 @@ def _render_turn(t: _Turn) -> str:
             f" · {_e(f.finish_reason)}"
         )
     parts.append(
-        f'<section class="turn" id="turn-{t.number}"><h2>Turn {t.number + 1}<span>{info}</span></h2>'
+        f'<section class="turn" id="turn-{t.number}"><h2>Turn {t.number}<span>{info}</span></h2>'
     )
     if t.reasoning:
         parts.append(

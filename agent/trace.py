@@ -13,14 +13,20 @@ One record per line, each a JSON object with a ``record`` kind:
 Records are buffered between steps and written, flushed and fsynced at every step boundary
 (turn finished, tool result, run finished, error), so whatever completed survives a crash.
 A half-written last line (the process died mid-write) is ignored on load.
+
+One file holds one run (and its resumptions): a new run refuses a path that already holds
+another run unless told to overwrite it (``TraceWriter(path, overwrite=True)``, the CLI's
+``--force``). Lone UTF-16 surrogates are written as ``\\uXXXX`` escapes and values nested
+past :data:`MAX_DEPTH` as a placeholder string, so no model output can break a write.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,7 @@ from .errors import ConfigurationError
 from .events import Event, event_from_dict, event_to_dict
 from .result import RunUsage, ToolCallRecord
 
-__all__ = ["FORMAT", "VERSION", "Trace", "TraceError", "TraceWriter", "load_trace"]
+__all__ = ["FORMAT", "MAX_DEPTH", "VERSION", "Trace", "TraceError", "TraceWriter", "load_trace"]
 
 FORMAT = "harmony-agent-trace"
 VERSION = 1
@@ -49,32 +55,99 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+#: Values nested deeper than this are written as a placeholder string.
+MAX_DEPTH = 200
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """``value`` with whatever lies deeper than :data:`MAX_DEPTH` replaced by a string."""
+    if isinstance(value, dict | list | tuple):
+        if depth >= MAX_DEPTH:
+            return f"<nested deeper than {MAX_DEPTH} levels: not recorded>"
+        if isinstance(value, dict):
+            return {str(k): _bounded(v, depth + 1) for k, v in value.items()}
+        return [_bounded(v, depth + 1) for v in value]
+    return value
+
+
 def _dump(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, default=_json_default)
+    try:
+        text = json.dumps(record, ensure_ascii=False, default=_json_default)
+    except RecursionError:
+        text = json.dumps(_bounded(record), ensure_ascii=False, default=_json_default)
+    # A lone surrogate can only sit inside a JSON string; its escape reads back the same.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _shallow(obj: Any) -> dict[str, Any]:
+    # not dataclasses.asdict: it deep-copies by recursion, which deep arguments overflow
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
 class TraceWriter:
-    """Writes a run to ``path`` (appending: a resumed run continues the same file)."""
+    """Writes a run to ``path``; a resumed run (same run id) continues the same file.
 
-    def __init__(self, path: str | Path) -> None:
+    A path that already holds another run is refused with :class:`TraceError`, unless
+    ``overwrite`` is true: then the file is replaced.
+    """
+
+    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
         self._pending: list[str] = []
         self._messages_written = 0
+        self._refused = False  # the file belongs to another run: write nothing to it
 
-    def _write_sync(self, lines: list[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
+    def _write_sync(self, lines: list[str], mode: str = "a") -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open(mode, encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in lines))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise TraceError(f"cannot write trace {self.path}: {exc}") from None
 
-    async def _flush(self) -> None:
+    async def _flush(self, mode: str = "a") -> None:
         lines, self._pending = self._pending, []
         if lines:
-            await anyio.to_thread.run_sync(self._write_sync, lines)
+            await anyio.to_thread.run_sync(self._write_sync, lines, mode)
+
+    def _holder_sync(self) -> str | None:
+        """The run id whose header starts the file; "" for a file that holds something else,
+        None when there is no file or it is empty."""
+        try:
+            with self.path.open("rb") as f:
+                first = f.readline(1 << 24)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TraceError(f"cannot read trace {self.path}: {exc}") from None
+        if not first.strip():
+            return None
+        try:
+            header = json.loads(first)
+        except ValueError:
+            return ""
+        if not isinstance(header, dict) or header.get("record") != "header":
+            return ""
+        return str(header.get("run_id", ""))
 
     async def start(self, state: RunState) -> None:
-        kind = "resumed" if state.next_turn > 0 else "header"
+        holder = await anyio.to_thread.run_sync(self._holder_sync)
+        kind = "resumed" if holder is not None and holder == state.run_id else "header"
+        mode = "a"
+        if kind == "header" and holder is not None:
+            if not self.overwrite:
+                self._refused = True
+                what = f"run {holder}" if holder else "something that is not a trace"
+                raise TraceError(
+                    f"{self.path} already holds {what}; a trace file holds one run. Write to "
+                    "another file, or overwrite this one (--force on the command line, "
+                    "TraceWriter(path, overwrite=True) in code)."
+                )
+            mode = "w"
         self._messages_written = len(state.messages)
         record: dict[str, Any] = {
             "record": kind,
@@ -89,14 +162,18 @@ class TraceWriter:
             record["messages"] = [m.to_dict() for m in state.messages]
             record["prompt_ids"] = list(state.prompt_ids)
         self._pending.append(_dump(record))
-        await self._flush()
+        await self._flush(mode)
 
     async def event(self, event: Event) -> None:
+        if self._refused:
+            return
         self._pending.append(_dump({"record": "event", "event": event_to_dict(event)}))
         if event.type in _FLUSH_ON:
             await self._flush()
 
     async def step(self, state: RunState, output_ids: list[int], appended_ids: list[int]) -> None:
+        if self._refused:
+            return
         new = state.messages[self._messages_written :]
         self._messages_written = len(state.messages)
         call = state.tool_calls[-1] if state.tool_calls else None
@@ -108,7 +185,7 @@ class TraceWriter:
                     "output_ids": list(output_ids),
                     "appended_ids": list(appended_ids),
                     "messages": [m.to_dict() for m in new],
-                    "tool_call": asdict(call) if call is not None else None,
+                    "tool_call": _shallow(call) if call is not None else None,
                     "usage": asdict(state.usage),
                     "prompt_len": len(state.prompt_ids),
                 }

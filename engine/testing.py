@@ -47,13 +47,17 @@ __all__ = ["FunctionEngine", "ScriptedEngine"]
 
 Reply = str | Sequence[int]
 _ASSISTANT_START = "<|start|>assistant"
+# Roles that are never the model's: a reply that starts their message is a mistake in the
+# script. A ``<|start|>`` followed by anything else (``to=``, ``<|channel|>``) is a malformation
+# the model itself produces, and the script may want to reproduce it.
+_OTHER_ROLES = ("user", "system", "developer")
 
 
 def _check_text(reply: str) -> str:
     """A reply as the model samples it after ``<|start|>assistant``."""
     if reply.startswith(_ASSISTANT_START):
         return reply[len(_ASSISTANT_START) :]  # the prompt already ends with it
-    if reply.startswith("<|start|>"):
+    if reply.startswith("<|start|>") and reply[len("<|start|>") :].startswith(_OTHER_ROLES):
         raise ConfigurationError(
             f"a scripted reply is what the assistant samples after <|start|>assistant, but "
             f"this one starts another message: {reply[:60]!r}. Start it with <|channel|> "
@@ -79,8 +83,10 @@ def _encode(reply: Reply) -> list[int]:
                 f"[0, {VOCAB_SIZE})"
             )
     if ids[:1] == [START]:
-        assistant = load_encoding().encode("assistant", allowed_special="all")
-        if ids[1 : 1 + len(assistant)] != assistant:
+        encoding = load_encoding()
+        assistant = encoding.encode("assistant", allowed_special="all")
+        role = encoding.decode_utf8(ids[1:4]) if len(ids) > 1 else ""
+        if ids[1 : 1 + len(assistant)] != assistant and role.startswith(_OTHER_ROLES):
             raise ConfigurationError(
                 "a scripted reply of token ids starts a message that is not the assistant's; "
                 "give what the assistant samples after <|start|>assistant"

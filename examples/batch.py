@@ -1,10 +1,11 @@
 """Many tasks at once: runs concurrently in one process, a progress bar, results as JSON lines.
 
+    python examples/batch.py                                             # sample tasks, offline
     python examples/batch.py tasks.txt -o results.jsonl                  # offline demo model
     python examples/batch.py tasks.txt -o results.jsonl --engine http://localhost:8000/v1 -j 32
 
-One task per line in the input. Each run is independent (its own tools' state); a failed run
-is recorded with its error and the batch goes on.
+One task per line in the input (without one, a few sample tasks). Each run is independent
+(its own tools' state); a failed run is recorded with its error and the batch goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from harmony_agent.cli import make_engine
 from harmony_agent.engine import Engine, FunctionEngine, GenerationRequest
 from harmony_agent.errors import HarmonyAgentError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+SAMPLE_TASKS = [
+    "Count the words of this sentence, please.",
+    "How many words are in: the quick brown fox jumps over the lazy dog",
+    "Word count of: to be or not to be",
+    "Count: one two three",
+]
 
 
 @tool
@@ -94,12 +102,21 @@ async def run_batch(tasks: list[str], engine: Engine, output: Path, concurrency:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tasks", type=Path, help="a text file, one task per line")
+    parser.add_argument(
+        "tasks", type=Path, nargs="?", help="a text file, one task per line (default: samples)"
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("results.jsonl"))
     parser.add_argument("-j", "--concurrency", type=int, default=16)
     parser.add_argument("--engine", help="vllm[:MODEL], http://HOST:PORT/v1 (default: offline)")
     args = parser.parse_args(argv)
-    tasks = [t.strip() for t in args.tasks.read_text(encoding="utf-8").splitlines() if t.strip()]
+    if args.tasks is None:
+        tasks = SAMPLE_TASKS
+    else:
+        try:
+            lines = args.tasks.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            parser.error(f"cannot read the tasks file: {exc}")
+        tasks = [t.strip() for t in lines if t.strip()]
     engine = make_engine(args.engine) if args.engine else FunctionEngine(offline_model)
     summary = anyio.run(run_batch, tasks, engine, args.output, args.concurrency)
     print(

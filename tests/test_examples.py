@@ -46,6 +46,14 @@ def test_batch(tmp_path):
     assert "40/40 runs answered" in proc.stderr
 
 
+def test_batch_runs_as_is(tmp_path):
+    proc = run_example("batch.py", cwd=tmp_path)  # no arguments: the sample tasks
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert rows and all(r["ok"] and r["tool_calls"] == 1 for r in rows)
+    assert f"{len(rows)}/{len(rows)} runs answered" in proc.stderr
+
+
 def test_every_example_says_how_to_use_a_real_engine():
     for path in EXAMPLES.glob("*.py"):
         header = path.read_text().split('"""')[1]

@@ -23,14 +23,15 @@ ROOT = "harmony_agent"
 KNOWN_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset()
 
 #: The layers below the agent (engines, tools) import from the root package only these
-#: leaf modules: the error tree, the Harmony token ids, the offline encoding and the
-#: terminal-control filter.
+#: leaf modules: the error tree, the Harmony token ids, the offline encoding, the
+#: terminal-control filter and the bounded JSON reader.
 SHARED = frozenset(
     {
         "harmony_agent.errors",
         "harmony_agent._tokens",
         "harmony_agent._encoding",
         "harmony_agent._controls",
+        "harmony_agent._json",
     }
 )
 LOWER_LAYERS = ("harmony_agent.engine", "harmony_agent.tools")

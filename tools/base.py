@@ -51,6 +51,7 @@ import anyio
 import jsonschema
 import pydantic
 import pydantic_core
+from harmony_agent import _json
 from harmony_agent.errors import (
     ToolArgumentsError,
     ToolError,
@@ -203,12 +204,16 @@ class Tool(abc.ABC):
             arguments: Any = {}
         else:
             try:
-                arguments = json.loads(text)
+                arguments = _json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ToolArgumentsError(
                     f"arguments for {self.recipient} are not valid JSON ({exc.msg} at line "
                     f"{exc.lineno} column {exc.colno}). Send one JSON object that matches the "
                     f"tool's parameters."
+                ) from None
+            except _json.JSONLimitError as exc:
+                raise ToolArgumentsError(
+                    f"arguments for {self.recipient} were refused: {exc}."
                 ) from None
         if not isinstance(arguments, dict):
             raise ToolArgumentsError(

@@ -329,3 +329,16 @@ def test_ctrl_c_mid_run_keeps_the_trace_resumable(workdir):
     )
     assert proc2.returncode == 0, proc2.stderr
     assert proc2.stdout == "**5**\n" and "resuming run" in proc2.stderr
+
+
+def test_run_refuses_a_used_trace_path_unless_forced(workdir):
+    args = ("run", "2+3?", "--engine", "scripted:replies.json", "--tools", "mytools:add")
+    args += ("--trace", "run.jsonl")
+    assert cli(workdir, *args).returncode == 0
+    proc = cli(workdir, *args)
+    assert proc.returncode == 2
+    assert "already holds run" in proc.stderr and "--force" in proc.stderr
+    proc = cli(workdir, *args, "--force")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli(workdir, "replay", "run.jsonl", "--tools", "mytools:add")
+    assert proc.returncode == 0, proc.stderr  # one run in the file: replay reads it

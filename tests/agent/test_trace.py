@@ -122,3 +122,86 @@ def test_resuming_a_finished_run_is_refused(tmp_path):
     agent_with(REPLIES).run_sync("sums", trace=path)
     with pytest.raises(TraceError, match="already finished"):
         load_trace(path).resume_state()
+
+
+def test_a_reused_trace_path_is_refused_unless_overwritten(tmp_path):
+    from harmony_agent.trace import TraceWriter
+
+    path = tmp_path / "run.jsonl"
+    agent_with(REPLIES).run_sync("first", trace=path)
+    before = path.read_text()
+    with pytest.raises(TraceError, match=r"already holds run .*another file, or overwrite"):
+        agent_with(REPLIES).run_sync("second", trace=path)
+    assert path.read_text() == before  # nothing appended: the file still loads
+    assert load_trace(path).task == "first"
+    agent_with(REPLIES).run_sync("second", trace=TraceWriter(path, overwrite=True))
+    trace = load_trace(path)
+    assert trace.task == "second" and trace.finished
+    assert [json.loads(line)["record"] for line in path.read_text().splitlines()].count(
+        "header"
+    ) == 1
+
+
+def test_resume_from_before_the_first_step_appends_to_the_same_trace(tmp_path):
+    # the run died in its first turn: the resumed run (same run id) continues the file
+    path = tmp_path / "run.jsonl"
+    with pytest.raises(ScriptExhaustedError):
+        agent_with([]).run_sync("sums", trace=path)
+    state = load_trace(path).resume_state()
+    assert state.next_turn == 0
+    anyio.run(lambda: agent_with(REPLIES).resume(state, trace=path))
+    trace = load_trace(path)
+    assert trace.finished and trace.resumed == 1
+
+
+def test_lone_surrogates_and_deep_values_are_written_and_read_back(tmp_path):
+    @tool
+    def echo(text: str) -> str:
+        """Echo."""
+        return text
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    replies = [
+        '<|channel|>commentary to=functions.echo <|constrain|>json<|message|>{"text":"\\ud83d"}<|call|>',
+        "<|channel|>final<|message|>ok<|return|>",
+    ]
+    path = tmp_path / "run.jsonl"
+    agent = Agent(tools=[echo], engine=ScriptedEngine(replies))
+    result = agent.run_sync("t", trace=path)
+    assert result.tool_calls[0].ok
+    trace = load_trace(path)
+    (call,) = [e for e in trace.events if e.type == "tool_call"]
+    assert call.raw_arguments == '{"text":"\\ud83d"}'
+    assert call.arguments == {"text": "\ufffd"}  # parsed: the lone surrogate replaced
+
+    from harmony_agent.trace import MAX_DEPTH, _dump
+
+    line = _dump({"record": "event", "text": "a\ud83db", "deep": deep})
+    line.encode("utf-8")  # strict: no surrogate left
+    back = json.loads(line)
+    assert back["text"] == "a\ud83db"
+    depth, node = 0, back["deep"]
+    while isinstance(node, list):
+        node, depth = node[0], depth + 1
+    assert depth == MAX_DEPTH - 1 and "nested deeper" in node
+
+
+def test_turn_numbers_agree_in_events_report_and_messages(tmp_path):
+    from harmony_agent.errors import OutputTruncatedError
+    from harmony_agent.report import render_report
+
+    path = tmp_path / "run.jsonl"
+    cut = "<|channel|>analysis<|message|>still thinking"  # no stop token: cut by max_tokens
+    with pytest.raises(OutputTruncatedError, match=r"^turn 1 hit") as info:
+        agent_with([REPLIES[1], cut]).run_sync("sums", trace=path)
+    trace = load_trace(path)
+    assert [e.turn for e in trace.events if e.type == "turn_finished"] == [0, 1]
+    (call,) = [e for e in trace.events if e.type == "tool_call"]
+    (error,) = [e for e in trace.events if e.type == "error"]
+    assert call.turn == 0 and error.turn == 1 and str(info.value) == error.message
+    assert trace.steps[0]["turn"] == 0 and trace.steps[0]["tool_call"]["turn"] == 0
+    assert trace.resume_state().next_turn == 1
+    page = render_report(trace)
+    assert "<h2>Turn 0<span>" in page and "<h2>Turn 1<span>" in page and "Turn 2" not in page
