@@ -511,6 +511,7 @@ class SandboxSession:
         quota: str | None = None
         poll = 0.2
         while True:
+            line: bytes | None = None
             with anyio.move_on_after(poll):
                 try:
                     line = await self._reader.receive_until(b"\n", MAX_REPLY)
@@ -518,8 +519,8 @@ class SandboxSession:
                     return await self._died(started)
                 except anyio.DelimiterNotFound:
                     return await self._protocol_error(started, f"a line over {MAX_REPLY} bytes")
+            if line is not None:  # outside the poll's scope: its deadline must not cut this
                 return await self._answer(line, request_id, outcome, quota, before, started)
-            now = time.perf_counter()
             if outcome == "ok":
                 t = time.perf_counter()
                 scan = await anyio.to_thread.run_sync(self.files.scan)

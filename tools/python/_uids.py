@@ -57,21 +57,20 @@ def _uids_in_use() -> set[int]:
 
 
 def pids_of_uid(uid: int) -> list[int]:
-    """Processes whose /proc entry belongs to ``uid`` (the owner of a process's /proc dir
-    is its effective uid; a non-dumpable process shows root instead, so the real uid from
-    ``status`` is read too)."""
+    """Live processes with ``uid`` as a real, effective or saved uid (zombies left for an
+    init that reaps late are not counted: they hold nothing and run nothing)."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Uid:"):
-                        if uid in (int(x) for x in line.split()[1:]):
-                            pids.append(int(entry.name))
-                        break
-        except (OSError, ValueError):
+                status = dict(line.split(b":", 1) for line in f if b":" in line)
+            if status[b"State"].split()[0] in (b"Z", b"X"):
+                continue
+            if uid in (int(x) for x in status[b"Uid"].split()):
+                pids.append(int(entry.name))
+        except (OSError, ValueError, KeyError, IndexError):
             continue
     return pids
 
