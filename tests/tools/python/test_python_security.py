@@ -261,10 +261,10 @@ async def test_a_stopped_worker_and_a_large_cell_end_within_the_deadline(mode):
             tool,
             ctx,
             "import os, signal, time\n"
-            "if os.fork() == 0:\n"
-            "    time.sleep(0.2); os.kill(os.getppid(), signal.SIGSTOP); os._exit(0)\n"
-            "time.sleep(0.5)",
+            "if os.fork() == 0:\n"  # stops the worker once the cell is over
+            "    time.sleep(0.5); os.kill(os.getppid(), signal.SIGSTOP); os._exit(0)",
         )
+        await anyio.sleep(1.0)
         big = "x = 1\n" + "# padding\n" * 200_000  # 2 MB: far past a pipe's buffer
         with anyio.fail_after(30):  # the old code hung here forever
             out = await call(tool, ctx, big + "print('ran')")
