@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -368,61 +369,79 @@ async def test_process_mode_private_non_dumpable_and_nothing_outlives_the_run():
     assert pids_of_uid(uid) == []  # the daemon went with the run
 
 
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--reset-env"]
 NON_ROOT = textwrap.dedent("""
-    import anyio
+    import json, sys, anyio
     from harmony_agent import RunContext
     from harmony_agent.errors import ConfigurationError
     from harmony_agent.tools import PythonTool
     from harmony_agent.tools.python import _session
 
-    for isolation in ("process", "auto-without-bwrap"):
-        if isolation == "auto-without-bwrap":
-            _session._BWRAP_OK = False
-            isolation = "auto"
-        try:
-            PythonTool(isolation=isolation).description()
-            print(isolation, "ACCEPTED")
-        except ConfigurationError as e:
-            print(isolation, "refused:", e)
-
-    async def main():
-        tool = PythonTool(timeout=10, isolation="process-unsafe")
-        print("unsafe:", tool.description().split(". ")[-1])
+    async def run(tool, *cells):
         async with RunContext.open() as ctx:
             (inner,) = tool.tools()
-            print("unsafe ran:", (await inner.invoke("print(6 * 7)", ctx)).text)
-            print("notice:", ctx.take_notices())
+            out = [(await inner.invoke(c, ctx)).text for c in cells]
+            return out, ctx.take_notices()
+
+    async def main():
+        syscalls, spinner, check = json.loads(sys.argv[1])
+        # bubblewrap as an unprivileged host: no uid to lease, processes found by descent
+        out, _ = await run(PythonTool(timeout=2, isolation="bubblewrap"),
+                           "import os; print(os.getuid())", syscalls, spinner, check)
+        print("bwrap:", json.dumps(out))
+        _session._BWRAP_OK = False
+        for isolation in ("process", "auto"):
+            try:
+                PythonTool(isolation=isolation).description()
+                print(isolation, "ACCEPTED")
+            except ConfigurationError as e:
+                print(isolation, "refused:", e)
+        tool = PythonTool(timeout=10, isolation="process-unsafe")
+        print("unsafe:", tool.description().split(". ")[-1])
+        out, notices = await run(tool, "print(6 * 7)")
+        print("unsafe ran:", out[0])
+        print("notice:", notices)
 
     anyio.run(main)
 """)
 
 
 @pytest.mark.skipif(not ROOT, reason="needs root to start a host as an unprivileged user")
-def test_a_non_root_host_refuses_process_mode_unless_opted_in():
+def test_a_non_root_host_sandboxes_with_bubblewrap_and_refuses_process_mode_unless_opted_in():
+    spinner = textwrap.dedent("""
+        import os
+        if os.fork() == 0:
+            if os.fork() == 0:
+                os.setsid()
+                open('/mnt/data/spinner.pid', 'w').write(str(os.getpid()))
+                while True:
+                    pass
+            os._exit(0)
+        os.wait()
+        while True:
+            pass
+    """)
+    check = "import os\nprint(os.path.exists('/proc/' + open('/mnt/data/spinner.pid').read()))"
+    cells = json.dumps([SYSCALLS, spinner, check])
     out = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-            sys.executable,
-            "-c",
-            NON_ROOT,
-        ],
+        [*NOBODY, sys.executable, "-c", NON_ROOT, cells],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         cwd="/",
         env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("process refused:") and "process-unsafe" in lines[0], lines
-    assert lines[1].startswith("auto refused:") and "process-unsafe" in lines[1], lines
-    assert "no sandbox here" in lines[2], lines
-    assert lines[3] == "unsafe ran: 42", lines
-    assert "runs the model's code as this user" in lines[4], lines
+    uid, syscalls, timed_out, spinner_alive = json.loads(lines[0].removeprefix("bwrap: "))
+    assert uid == "65534"
+    assert "io_uring_setup (-1, 1)" in syscalls and "clone_newuser (-1, 1)" in syscalls, syscalls
+    assert "Timed out" in timed_out and spinner_alive == "False", (timed_out, spinner_alive)
+    assert lines[1].startswith("process refused:") and "process-unsafe" in lines[1], lines
+    assert lines[2].startswith("auto refused:") and "process-unsafe" in lines[2], lines
+    assert "no sandbox here" in lines[3], lines
+    assert lines[4] == "unsafe ran: 42", lines
+    assert "runs the model's code as this user" in lines[5], lines
 
 
 # --- 5. protocol -------------------------------------------------------------------------------
