@@ -129,7 +129,38 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+def _children_of(pid: int) -> list[int] | None:
+    """Direct children from /proc/PID/task/*/children (None if the kernel lacks it)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue
+            return None
+        except OSError:
+            continue
+    return out
+
+
 def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: from its children lists (cost grows with the session,
+    not with the machine), or from a scan of /proc where the kernel has no such lists."""
+    out, todo = [], [pid]
+    while todo:
+        children = _children_of(todo.pop())
+        if children is None:
+            break
+        out += children
+        todo += children
+    else:
+        return out
     tree, out, todo = _children(), [], [pid]
     while todo:
         for child in tree.get(todo.pop(), []):
@@ -194,6 +225,8 @@ class SandboxSession:
         self._reader: BufferedByteReceiveStream | None = None
         self._worker_pid: int | None = None
         self._bwrap_pids: set[int] = set()
+        self._frozen: set[int] = set()
+        self._last_scan: Scan | None = None
         self._private: Path | None = None
         self._prepared = False
         self.starts = 0
@@ -434,24 +467,30 @@ class SandboxSession:
         """Every process of the session that is not bwrap itself."""
         if self._process is None:
             return []
-        if self.uid is not None:  # a uid of its own: orphans re-parented anywhere are found
+        if self.mode == "bubblewrap":  # all of them live below bwrap's init, in its namespace
+            pids = _descendants(self._process.pid)
+        elif self.uid is not None:  # a uid of its own: orphans re-parented anywhere are found
             pids = pids_of_uid(self.uid)
         else:
             pids = [self._process.pid, *_descendants(self._process.pid)]
         return [p for p in pids if p not in self._bwrap_pids]
 
-    def _freeze(self, sig: int = signal.SIGSTOP) -> None:
+    def _freeze(self) -> None:
         """SIGSTOP every process of the session until no new one appears (a stopped process
-        cannot fork), or SIGCONT them all."""
-        seen: set[int] = set()
+        cannot fork); :meth:`_thaw` continues exactly those."""
+        if self._worker_pid is not None:
+            _signal([self._worker_pid], signal.SIGSTOP)
+            self._frozen.add(self._worker_pid)
         for _ in range(20):
-            pids = set(self._session_pids())
-            if pids <= seen:
+            pids = set(self._session_pids()) - self._frozen
+            if not pids:
                 return
-            _signal(sorted(pids - seen if sig == signal.SIGSTOP else pids), sig)
-            seen |= pids
-            if sig == signal.SIGCONT:
-                return
+            _signal(sorted(pids), signal.SIGSTOP)
+            self._frozen |= pids
+
+    def _thaw(self) -> None:
+        frozen, self._frozen = self._frozen, set()
+        _signal(sorted(frozen), signal.SIGCONT)
 
     def _interrupt(self) -> None:
         """Kill every process of the session but the worker, then KeyboardInterrupt in the
@@ -494,8 +533,10 @@ class SandboxSession:
         assert self._reader is not None
         started = time.perf_counter()
         deadline = started + timeout
-        await anyio.to_thread.run_sync(self._freeze, signal.SIGCONT)
-        before = await anyio.to_thread.run_sync(self.files.scan)
+        # nothing of the session ran since the last cell's walk: it still holds
+        before = self._last_scan or await anyio.to_thread.run_sync(self.files.scan)
+        self._last_scan = None
+        self._thaw()
         request_id = secrets.token_hex(16)
         request = json.dumps({"id": request_id, "code": code}).encode() + b"\n"
         with anyio.move_on_after(timeout) as sending:
@@ -564,8 +605,7 @@ class SandboxSession:
                 raise ValueError("a reply with a field of the wrong type")
         except (ValueError, TypeError) as exc:
             return await self._protocol_error(started, str(exc))
-        await anyio.to_thread.run_sync(self._freeze)
-        after = await anyio.to_thread.run_sync(self.files.scan)
+        after = self._last_scan = await anyio.to_thread.run_sync(self._freeze_and_scan)
         if result.outcome == "ok":
             result.quota = self._over(after, before)
             if result.quota is not None:
@@ -581,6 +621,10 @@ class SandboxSession:
                 result.special.append((entry.name, entry.kind))
         result.seconds = time.perf_counter() - started
         return result
+
+    def _freeze_and_scan(self) -> Scan:
+        self._freeze()
+        return self.files.scan()
 
     async def _protocol_error(self, started: float, why: str) -> ExecResult:
         await self.kill()
@@ -601,6 +645,7 @@ class SandboxSession:
         """End the sandbox and every process of it, and reap it."""
         process, self._process = self._process, None
         self._reader, self._worker_pid, self._bwrap_pids = None, None, set()
+        self._frozen, self._last_scan = set(), None
         if process is None:
             return
         with anyio.CancelScope(shield=True):

@@ -59,19 +59,26 @@ def _uids_in_use() -> set[int]:
 def pids_of_uid(uid: int) -> list[int]:
     """Live processes with ``uid`` as a real, effective or saved uid (zombies left for an
     init that reaps late are not counted: they hold nothing and run nothing)."""
-    pids = []
+    pids, want = [], str(uid).encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/status", "rb") as f:
-                status = dict(line.split(b":", 1) for line in f if b":" in line)
-            if status[b"State"].split()[0] in (b"Z", b"X"):
-                continue
-            if uid in (int(x) for x in status[b"Uid"].split()):
-                pids.append(int(entry.name))
-        except (OSError, ValueError, KeyError, IndexError):
+            fd = os.open(f"/proc/{entry.name}/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
             continue
+        try:
+            status = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        at = status.find(b"\nUid:")
+        state = status.find(b"\nState:")
+        if at < 0 or state < 0 or status[state + 8 : state + 9] in (b"Z", b"X"):
+            continue
+        if want in status[at + 5 : status.find(b"\n", at + 1)].split():
+            pids.append(int(entry.name))
     return pids
 
 
