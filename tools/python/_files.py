@@ -17,6 +17,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from harmony_agent.errors import HarmonyAgentError
+
 __all__ = ["FileEntry", "RunFiles", "SandboxFileError", "Scan", "display_name"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -31,12 +33,14 @@ _KINDS = {
 }
 
 
-class SandboxFileError(ValueError):
+class SandboxFileError(HarmonyAgentError, ValueError):
     """A name that is not a regular file of the data directory, or one too large to read."""
 
 
 @dataclass(frozen=True, slots=True)
 class FileEntry:
+    """One entry of a data directory walk (links and special files are listed, not opened)."""
+
     name: str  # relative to the data directory, "/"-separated
     kind: str  # "file", "symlink", "fifo", "socket", "device"
     size: int
