@@ -45,6 +45,7 @@ WORKER = Path(__file__).with_name("_worker.py")
 INSIDE_WORKER = "/opt/harmony-agent/worker.py"
 SECCOMP_LIBRARY = "libseccomp.so.2"
 MAX_REPLY = 64 << 20
+SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable on a usual host
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -656,9 +657,31 @@ class SandboxSession:
             await process.wait()
             await process.aclose()
 
+    def _sweep_shared_dirs(self) -> None:
+        """Process mode writes where the host lets anyone write: at close, remove what the
+        session's uid left at the top of those directories (nobody else holds the uid)."""
+        for shared in SHARED_DIRS:
+            try:
+                entries = list(os.scandir(shared))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_uid != self.uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)  # fd-based: does not follow links
+                    else:
+                        os.unlink(entry.path)
+                except OSError:
+                    continue
+
     async def close(self) -> None:
         await self.kill()
         with anyio.CancelScope(shield=True):
+            if self.mode == "process" and self.uid is not None:
+                await anyio.to_thread.run_sync(self._sweep_shared_dirs)
             if self._lease is not None:
                 await anyio.to_thread.run_sync(self._lease.release)
             await anyio.to_thread.run_sync(self._disown)

@@ -355,6 +355,8 @@ async def test_process_mode_private_non_dumpable_and_nothing_outlives_the_run():
                 print(os.getcwd())
                 subprocess.Popen(['setsid', 'sleep', '1000'], start_new_session=True)
                 open('kept.txt', 'w').write('x')
+                open('/tmp/ha-left-behind', 'w').write('x')
+                os.makedirs('/dev/shm/ha-left-behind/sub')
             """),
         )
         session = await tool.session(ctx)
@@ -367,6 +369,8 @@ async def test_process_mode_private_non_dumpable_and_nothing_outlives_the_run():
         assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == uid
         assert pids_of_uid(uid)
     assert pids_of_uid(uid) == []  # the daemon went with the run
+    assert not os.path.lexists("/tmp/ha-left-behind")  # and what it left in shared dirs
+    assert not os.path.lexists("/dev/shm/ha-left-behind")
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--reset-env"]
