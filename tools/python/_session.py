@@ -228,6 +228,7 @@ class SandboxSession:
         self._bwrap_pids: set[int] = set()
         self._frozen: set[int] = set()
         self._last_scan: Scan | None = None
+        self._lock = anyio.Lock()
         self._private: Path | None = None
         self._prepared = False
         self.starts = 0
@@ -528,6 +529,10 @@ class SandboxSession:
         return None
 
     async def execute(self, code: str, timeout: float) -> ExecResult:  # noqa: ASYNC109 — interrupt, then kill: not a cancel scope
+        async with self._lock:  # one cell at a time: the protocol is one request, one reply
+            return await self._execute(code, timeout)
+
+    async def _execute(self, code: str, timeout: float) -> ExecResult:  # noqa: ASYNC109
         if not self.alive:
             await self.start()
         assert self._process is not None and self._process.stdin is not None
