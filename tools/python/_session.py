@@ -170,6 +170,23 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (or the process is gone)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"T", b"t", b"Z", b"X"):
+            return False
+    return True
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -479,32 +496,46 @@ class SandboxSession:
 
     def _freeze(self) -> None:
         """SIGSTOP every process of the session until no new one appears (a stopped process
-        cannot fork); :meth:`_thaw` continues exactly those."""
+        cannot fork) and each has stopped (a signal lands when its thread is next scheduled;
+        a write in flight finishes first); :meth:`_thaw` continues exactly those."""
         if self._worker_pid is not None:
             _signal([self._worker_pid], signal.SIGSTOP)
             self._frozen.add(self._worker_pid)
         for _ in range(20):
             pids = set(self._session_pids()) - self._frozen
             if not pids:
-                return
+                break
             _signal(sorted(pids), signal.SIGSTOP)
             self._frozen |= pids
+        pending, end = set(self._frozen), time.monotonic() + 2.0
+        while pending and time.monotonic() < end:
+            pending = {pid for pid in pending if not _stopped(pid)}
+            if pending:
+                time.sleep(0.001)
 
     def _thaw(self) -> None:
         frozen, self._frozen = self._frozen, set()
         _signal(sorted(frozen), signal.SIGCONT)
+
+    def _kill_others(self) -> None:
+        """SIGKILL every process of the session but the worker. They are stopped first, the
+        worker with them: a stopped process cannot fork, so none is born behind the scan."""
+        self._freeze()
+        for _ in range(20):
+            others = [p for p in self._session_pids() if p != self._worker_pid]
+            if not others:
+                break
+            _signal(others, signal.SIGKILL)
+        self._frozen.clear()
+        if self._worker_pid is not None:
+            _signal([self._worker_pid], signal.SIGCONT)
 
     def _interrupt(self) -> None:
         """Kill every process of the session but the worker, then KeyboardInterrupt in the
         worker (state kept)."""
         if self._worker_pid is None:
             return
-        for _ in range(20):
-            others = [p for p in self._session_pids() if p != self._worker_pid]
-            if not others:
-                break
-            _signal(others, signal.SIGKILL)
-        _signal([self._worker_pid], signal.SIGCONT)
+        self._kill_others()
         _signal([self._worker_pid], signal.SIGINT)
 
     async def interrupt(self) -> None:
@@ -611,6 +642,8 @@ class SandboxSession:
                 raise ValueError("a reply with a field of the wrong type")
         except (ValueError, TypeError) as exc:
             return await self._protocol_error(started, str(exc))
+        if outcome != "ok":  # a fork in flight when the worker was interrupted survived it
+            await anyio.to_thread.run_sync(self._kill_others)
         after = self._last_scan = await anyio.to_thread.run_sync(self._freeze_and_scan)
         if result.outcome == "ok":
             result.quota = self._over(after, before)
