@@ -35,6 +35,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from harmony_agent.errors import ConfigurationError
 
 from ._files import RunFiles, Scan
+from ._procs import cmdline, descendants, send, stopped
 from ._uids import UidLease, kill_uid, pids_of_uid
 
 __all__ = ["ExecResult", "Limits", "SandboxSession", "bubblewrap_available"]
@@ -113,94 +114,6 @@ def _bwrap_disables_userns() -> bool:
         except (OSError, subprocess.TimeoutExpired):
             _BWRAP_DISABLE_USERNS = False
     return _BWRAP_DISABLE_USERNS
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def _children_of(pid: int) -> list[int] | None:
-    """Direct children from /proc/PID/task/*/children (None if the kernel lacks it)."""
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                out += [int(c) for c in f.read().split()]
-        except FileNotFoundError:
-            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
-                continue
-            return None
-        except OSError:
-            continue
-    return out
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid``: from its children lists (cost grows with the session,
-    not with the machine), or from a scan of /proc where the kernel has no such lists."""
-    out, todo = [], [pid]
-    while todo:
-        children = _children_of(todo.pop())
-        if children is None:
-            break
-        out += children
-        todo += children
-    else:
-        return out
-    tree, out, todo = _children(), [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _stopped(pid: int) -> bool:
-    """Whether every thread of ``pid`` is stopped (or the process is gone)."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return True
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"T", b"t", b"Z", b"X"):
-            return False
-    return True
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def _signal(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 class SandboxSession:
@@ -473,8 +386,8 @@ class SandboxSession:
             return
         # bwrap, bwrap's init in the new PID namespace, then the worker
         self._bwrap_pids, self._worker_pid = {root}, None
-        for pid in _descendants(root):
-            argv = _cmdline(pid).split(b"\0")
+        for pid in descendants(root):
+            argv = cmdline(pid).split(b"\0")
             if argv[0] == self.python.encode() and INSIDE_WORKER.encode() in argv:
                 self._worker_pid = pid
                 break
@@ -487,11 +400,11 @@ class SandboxSession:
         if self._process is None:
             return []
         if self.mode == "bubblewrap":  # all of them live below bwrap's init, in its namespace
-            pids = _descendants(self._process.pid)
+            pids = descendants(self._process.pid)
         elif self.uid is not None:  # a uid of its own: orphans re-parented anywhere are found
             pids = pids_of_uid(self.uid)
         else:
-            pids = [self._process.pid, *_descendants(self._process.pid)]
+            pids = [self._process.pid, *descendants(self._process.pid)]
         return [p for p in pids if p not in self._bwrap_pids]
 
     def _freeze(self) -> None:
@@ -499,23 +412,23 @@ class SandboxSession:
         cannot fork) and each has stopped (a signal lands when its thread is next scheduled;
         a write in flight finishes first); :meth:`_thaw` continues exactly those."""
         if self._worker_pid is not None:
-            _signal([self._worker_pid], signal.SIGSTOP)
+            send([self._worker_pid], signal.SIGSTOP)
             self._frozen.add(self._worker_pid)
         for _ in range(20):
             pids = set(self._session_pids()) - self._frozen
             if not pids:
                 break
-            _signal(sorted(pids), signal.SIGSTOP)
+            send(sorted(pids), signal.SIGSTOP)
             self._frozen |= pids
         pending, end = set(self._frozen), time.monotonic() + 2.0
         while pending and time.monotonic() < end:
-            pending = {pid for pid in pending if not _stopped(pid)}
+            pending = {pid for pid in pending if not stopped(pid)}
             if pending:
                 time.sleep(0.001)
 
     def _thaw(self) -> None:
         frozen, self._frozen = self._frozen, set()
-        _signal(sorted(frozen), signal.SIGCONT)
+        send(sorted(frozen), signal.SIGCONT)
 
     def _kill_others(self) -> None:
         """SIGKILL every process of the session but the worker. They are stopped first, the
@@ -525,10 +438,10 @@ class SandboxSession:
             others = [p for p in self._session_pids() if p != self._worker_pid]
             if not others:
                 break
-            _signal(others, signal.SIGKILL)
+            send(others, signal.SIGKILL)
         self._frozen.clear()
         if self._worker_pid is not None:
-            _signal([self._worker_pid], signal.SIGCONT)
+            send([self._worker_pid], signal.SIGCONT)
 
     def _interrupt(self) -> None:
         """Kill every process of the session but the worker, then KeyboardInterrupt in the
@@ -536,7 +449,7 @@ class SandboxSession:
         if self._worker_pid is None:
             return
         self._kill_others()
-        _signal([self._worker_pid], signal.SIGINT)
+        send([self._worker_pid], signal.SIGINT)
 
     async def interrupt(self) -> None:
         await anyio.to_thread.run_sync(self._interrupt)
@@ -688,8 +601,8 @@ class SandboxSession:
         if process is None:
             return
         with anyio.CancelScope(shield=True):
-            pids = await anyio.to_thread.run_sync(_descendants, process.pid)
-            _signal([*pids, process.pid], signal.SIGKILL)
+            pids = await anyio.to_thread.run_sync(descendants, process.pid)
+            send([*pids, process.pid], signal.SIGKILL)
             if self.uid is not None:
                 await anyio.to_thread.run_sync(kill_uid, self.uid)
             await process.wait()
