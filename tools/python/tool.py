@@ -237,12 +237,12 @@ class PythonTool(Toolset):
         elif r.outcome == "quota":
             lim = self.limits
             what = {
-                "entries": f"more than {lim.data_entries} files and directories",
-                "depth": f"directories nested deeper than {lim.data_depth} levels",
-            }.get(r.quota or "", f"more than {_size(lim.data_quota_bytes)}")
+                "entries": f"put more than {lim.data_entries} files and directories in",
+                "depth": f"put directories nested deeper than {lim.data_depth} levels in",
+            }.get(r.quota or "", f"wrote more than {_size(lim.data_quota_bytes)} to")
             parts.append(
-                f"[The code put {what} in {where}; the cell was stopped. Delete files "
-                "(e.g. os.system('rm -rf ...')) before writing more.]"
+                f"[The code {what} {where}; the cell was stopped. Delete files before "
+                "writing more (os.system('rm -rf ...') removes deep trees).]"
             )
         elif r.outcome == "protocol":
             parts.append(

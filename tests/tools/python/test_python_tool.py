@@ -239,11 +239,11 @@ HOSTILE = {
     "zip-bomb": (
         "import zipfile, io\nbuf = io.BytesIO()\nwith zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as z:\n    z.writestr('big', b'0' * (200 * 1024**2))\nopen('/mnt/data/bomb.zip', 'wb').write(buf.getvalue())\ntry:\n    zipfile.ZipFile('/mnt/data/bomb.zip').extractall('/mnt/data/out')\nexcept OSError as e:\n    print('stopped', type(e).__name__)",
         # stopped by the file size limit, by the quota, or by the clock on a busy machine
-        lambda out: "stopped" in out or "the cell was stopped" in out or "Timed out" in out,
+        lambda out: "stopped" in out or "wrote more than" in out or "Timed out" in out,
     ),
     "fill-disk": (
         "i = 0\ntry:\n    while True:\n        open(f'/mnt/data/fill{{i}}', 'wb').write(b'0' * 32 * 1024**2); i += 1\nexcept OSError as e:\n    print('stopped', type(e).__name__)",
-        lambda out: "the cell was stopped" in out or "stopped" in out,
+        lambda out: "wrote more than" in out or "stopped" in out,
     ),
     "thread-bomb": (
         "import threading, time\nn = 0\ntry:\n    while True:\n        threading.Thread(target=time.sleep, args=(20,), daemon=True).start(); n += 1\nexcept RuntimeError as e:\n    print('stopped at', n)",
