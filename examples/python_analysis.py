@@ -5,7 +5,8 @@ and saves a CSV to /mnt/data, which the host program then reads.
     python examples/python_analysis.py --engine http://localhost:8000/v1
 
 The sandbox is stateful (variables persist between calls), has no network, and its
-/mnt/data is a folder of the run's files on the host.
+/mnt/data is a folder of the run's files on the host. The host reads it through ``RunFiles``:
+whatever the code left there (a symlink to /etc/shadow, a FIFO) is refused, not followed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from harmony_agent import Agent
 from harmony_agent.cli import make_engine
 from harmony_agent.engine import ScriptedEngine
 from harmony_agent.tools import PythonTool
+from harmony_agent.tools.python import RunFiles
 
 TASK = "Tabulate the compound growth of 1000 at 5% a year for 10 years; save it as CSV."
 
@@ -43,7 +45,8 @@ async def main(engine, files: Path) -> str:
     for call in result.tool_calls:
         print(f"  python -> {call.output}")
     print(result.final_text)
-    table = await anyio.Path(files / "python" / "growth.csv").read_text()  # the sandbox wrote it
+    sandbox_files = RunFiles(files / "python")  # written by the model's code: read it safely
+    table = await anyio.to_thread.run_sync(sandbox_files.read_text, "growth.csv")
     print(f"{files / 'python' / 'growth.csv'}: {table.splitlines()[-1]}")
     return table
 

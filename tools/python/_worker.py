@@ -1,8 +1,11 @@
 """The sandboxed Python worker: a persistent namespace driven by JSON lines.
 
 Runs inside the sandbox under the system interpreter, standard library only. Requests come
-on the protocol input (one JSON object per line: ``{"code": ...}``), answers go to the
-protocol output. The real stdin is /dev/null and fds 1/2 point at a capture file, so output
+on the protocol input (one JSON object per line: ``{"id": ..., "code": ...}``), answers go
+to the protocol output and carry the request's id. The cell runs in this process, so it can
+reach both pipes: the host accepts only a well-formed reply with the id it just sent (a
+random one per request, which a cell cannot guess ahead) and restarts the session on any
+other line. The real stdin is /dev/null and fds 1/2 point at a capture file, so output
 written below Python (``os.system``, C code) is caught too. Python-level output is kept in
 bounded buffers (head and tail). Like a notebook cell, the value of a final expression is
 returned as its ``repr``.
@@ -10,7 +13,6 @@ returned as its ``repr``.
 
 import ast
 import ctypes
-import ctypes.util
 import errno
 import io
 import json
@@ -76,42 +78,104 @@ def limit(name, value):
         )
 
 
-def deny_sockets():
-    """seccomp: socket() and friends fail with EPERM (the network block when there is no
-    network namespace). Returns whether the filter is in place."""
+class ArgCmp(ctypes.Structure):
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
+
+# Denied outright: sockets (the network block when there is no network namespace), ptrace and
+# other processes' memory, every way to a new namespace or mount (the new mount API too),
+# io_uring (its requests bypass the socket and open rules), kernel keys, eBPF, modules.
+DENY = (
+    "socket",
+    "socketpair",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "bpf",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "userfaultfd",
+    "perf_event_open",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "personality",
+    "quotactl",
+)
+# clone with any namespace flag is refused; clone3 passes its flags in memory a filter cannot
+# read, so it fails with ENOSYS and the C library falls back to clone.
+CLONE_NEW = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+
+
+def load_seccomp(library):
+    """Load the deny filter. Returns None when it is in force, else why not."""
     try:
-        lib = ctypes.CDLL("libseccomp.so.2")  # no ld.so.cache in the sandbox: ask by soname
-    except OSError:
-        name = ctypes.util.find_library("seccomp")
-        if not name:
-            return False
-        lib = ctypes.CDLL(name)
+        lib = ctypes.CDLL(library)  # no ld.so.cache in the sandbox: ask by soname
+    except OSError as exc:
+        return f"{library} cannot be loaded ({exc}); install libseccomp2"
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(ArgCmp),
+    ]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     ctx = lib.seccomp_init(0x7FFF0000)  # SCMP_ACT_ALLOW
     if not ctx:
-        return False
-    deny = 0x00050000 | errno.EPERM  # SCMP_ACT_ERRNO(EPERM)
-    for call in (
-        b"socket",
-        b"socketpair",
-        b"ptrace",
-        b"mount",
-        b"unshare",
-        b"setns",
-        b"bpf",
-        b"keyctl",
-        b"add_key",
-        b"userfaultfd",
-        b"perf_event_open",
-    ):
-        nr = lib.seccomp_syscall_resolve_name(call)
-        if nr >= 0 and lib.seccomp_rule_add(ctx, deny, nr, 0) != 0:
-            return False
-    return lib.seccomp_load(ctx) == 0
+        return "seccomp_init failed"
+    eperm = 0x00050000 | errno.EPERM  # SCMP_ACT_ERRNO(EPERM)
+    rules = [(eperm, name, None) for name in DENY]
+    rules.append((0x00050000 | errno.ENOSYS, "clone3", None))
+    rules += [(eperm, "clone", ArgCmp(0, 7, flag, flag)) for flag in CLONE_NEW]  # MASKED_EQ
+    for action, name, cmp in rules:
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr < 0:
+            continue  # not a syscall of this architecture
+        args = ctypes.byref(cmp) if cmp is not None else None
+        rc = lib.seccomp_rule_add_array(ctx, action, nr, 1 if cmp is not None else 0, args)
+        if rc != 0:
+            return f"seccomp rule for {name} failed ({rc})"
+    if lib.seccomp_load(ctx) != 0:
+        return "seccomp_load failed"
+    with open("/proc/self/status") as f:
+        mode = next((line.split()[1] for line in f if line.startswith("Seccomp:")), "0")
+    return None if mode == "2" else f"the kernel reports seccomp mode {mode}"
+
+
+def not_dumpable():
+    """No core dumps, and other processes of the uid cannot ptrace or read our memory."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
 
 
 def setup():
@@ -123,7 +187,8 @@ def setup():
     limit("RLIMIT_NOFILE", limits.get("open_files"))
     limit("RLIMIT_NPROC", limits.get("processes"))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails instead of killing
-    seccomp = deny_sockets() if CONFIG.get("seccomp") else None
+    not_dumpable()
+    seccomp = load_seccomp(CONFIG.get("seccomp_library", "libseccomp.so.2"))
     proto_in = os.fdopen(os.dup(0), "r", encoding="utf-8")
     proto_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     null = os.open(os.devnull, os.O_RDONLY)
@@ -150,20 +215,6 @@ def read_capture(capture):
     os.ftruncate(capture, 0)
     os.lseek(capture, 0, os.SEEK_SET)
     return data
-
-
-def list_files():
-    out = {}
-    for root, dirs, files in os.walk(DATA):
-        dirs[:] = [d for d in dirs if not d.startswith(".")][:200]
-        for name in files[:500]:
-            path = os.path.join(root, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            out[os.path.relpath(path, DATA)] = [st.st_size, st.st_mtime_ns]
-    return out
 
 
 def reap():
@@ -220,27 +271,24 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     proto_in, proto_out, capture, seccomp = setup()
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-    proto_out.write(json.dumps({"ready": True, "seccomp": seccomp}) + "\n")
+    proto_out.write(json.dumps({"ready": True, "seccomp_error": seccomp}) + "\n")
     proto_out.flush()
     for line in proto_in:
         if os.getpid() != MAIN_PID:
             os._exit(0)
         request = json.loads(line)
-        before = list_files()
         stdout, stderr, result, error = run(request["code"], namespace)
         reap()
         if os.path.isdir(DATA):
             os.chdir(DATA)  # a cell that changed directory does not move the next one
         fd_output = read_capture(capture)
-        after = list_files()
-        changed = {k: v for k, v in after.items() if before.get(k) != v}
         answer = {
+            "id": request["id"],  # the host drops a reply whose id is not the one it sent
             "stdout": stdout,
             "stderr": stderr,
             "fd_output": fd_output,
             "result": result,
             "error": error,
-            "files": changed,
         }
         proto_out.write(json.dumps(answer) + "\n")
         proto_out.flush()

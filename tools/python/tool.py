@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -24,11 +25,13 @@ from harmony_agent.errors import ConfigurationError
 from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import ToolNamespaceConfig
 
+from ._files import RunFiles, display_name
 from ._session import ExecResult, Limits, SandboxSession, bubblewrap_available
 
 __all__ = ["Limits", "PythonTool"]
 
-Isolation = Literal["auto", "bubblewrap", "process"]
+Isolation = Literal["auto", "bubblewrap", "process", "process-unsafe"]
+ISOLATIONS = ("auto", "bubblewrap", "process", "process-unsafe")
 
 
 def _size(n: int) -> str:
@@ -58,8 +61,11 @@ class PythonTool(Toolset):
         timeout: wall-clock seconds per call (the model was trained with 120); past it the
             cell is interrupted (state kept), and if it does not stop, the session restarts.
         isolation: ``"bubblewrap"`` (namespaces: no network, own filesystem view),
-            ``"process"`` (unprivileged uid, rlimits, seccomp: weaker, the host's files are
-            readable) or ``"auto"`` (bubblewrap when it works, else process, with a warning).
+            ``"process"`` (a uid of its own, rlimits, seccomp: weaker, the host's files are
+            readable; needs a root host), ``"auto"`` (bubblewrap when it works, else process
+            with a warning event, else a ConfigurationError), or ``"process-unsafe"``: an
+            explicit opt-in to run the code as this host's own user when neither works
+            (no isolation from this process: its memory and environment are readable).
         python: the interpreter inside the sandbox (its packages are what the code can import).
         limits: CPU, memory, file size, open files, processes, /mnt/data quota.
         max_output_chars: output kept per stream (head and tail), the rest is counted.
@@ -74,9 +80,10 @@ class PythonTool(Toolset):
         limits: Limits | None = None,
         max_output_chars: int = 20_000,
     ) -> None:
-        if isolation not in ("auto", "bubblewrap", "process"):
+        if isolation not in ISOLATIONS:
             raise ConfigurationError(
-                f"isolation must be 'auto', 'bubblewrap' or 'process', got {isolation!r}"
+                "isolation must be 'auto', 'bubblewrap', 'process' or 'process-unsafe', got "
+                f"{isolation!r}"
             )
         if timeout <= 0:
             raise ConfigurationError(f"timeout must be positive, got {timeout}")
@@ -89,20 +96,50 @@ class PythonTool(Toolset):
 
     @property
     def mode(self) -> Literal["bubblewrap", "process"]:
-        if self.isolation == "auto":
-            return "bubblewrap" if bubblewrap_available() else "process"
-        if self.isolation == "bubblewrap" and not bubblewrap_available():
+        if self.isolation == "bubblewrap" or (self.isolation == "auto" and bubblewrap_available()):
+            if not bubblewrap_available():
+                raise ConfigurationError(
+                    "bubblewrap cannot create namespaces here (is the `bubblewrap` package "
+                    "installed, and are user namespaces allowed?); use isolation='auto'"
+                )
+            return "bubblewrap"
+        if self.isolation != "process-unsafe" and os.geteuid() != 0:
             raise ConfigurationError(
-                "bubblewrap cannot create namespaces here (is the `bubblewrap` package "
-                "installed, and are user namespaces allowed?); use isolation='process' or 'auto'"
+                "the python sandbox cannot isolate code here: bubblewrap cannot create "
+                "namespaces, and process mode needs a root host to give the code a uid of its "
+                "own. Install bubblewrap and allow user namespaces, or opt in to running the "
+                "code as this user (it can read this process's memory, environment and files) "
+                "with PythonTool(isolation='process-unsafe')"
             )
-        return self.isolation
+        return "process"
+
+    @property
+    def same_user(self) -> bool:
+        """Whether the code runs as this host's own user (``process-unsafe`` on a non-root
+        host): no isolation from this process."""
+        return self.mode == "process" and os.geteuid() != 0
+
+    @staticmethod
+    def files_of(ctx: RunContext) -> RunFiles:
+        """The run's sandbox files, read safely (regular files only, links not followed).
+
+        Example::
+
+            files = PythonTool.files_of(ctx)
+            table = files.read_text("growth.csv")
+        """
+        return RunFiles(ctx.files_dir / "python")
 
     def tools(self) -> Sequence[Tool]:
         return [self._tool]
 
     def description(self) -> str:
         mode = self.mode
+        drive = (
+            "The drive at '/mnt/data'"
+            if mode == "bubblewrap"
+            else "The current working directory (also $HOME)"
+        )
         text = (
             "Use this tool to execute Python code in your chain of thought. The code will not be "
             "shown to the user. This tool should be used for internal reasoning, but not for "
@@ -110,11 +147,16 @@ class PythonTool(Toolset):
             "or files).\n\n"
             "When you send a message containing Python code to python, it will be executed in a "
             "stateful Jupyter notebook environment. python will respond with the output of the "
-            f"execution or time out after {self.timeout:.1f} seconds. The drive at '/mnt/data' "
+            f"execution or time out after {self.timeout:.1f} seconds. {drive} "
             "can be used to save and persist user files. Internet access for this session is "
             "disabled."
         )
-        if mode == "process":
+        if self.same_user:
+            text += (
+                " There is no sandbox here: the code runs as the host's own user, with "
+                "resource limits and no network sockets."
+            )
+        elif mode == "process":
             text += (
                 " The sandbox is weaker here (no namespaces): the code runs as an unprivileged "
                 "user with resource limits and no network sockets."
@@ -134,9 +176,15 @@ class PythonTool(Toolset):
                 "python sandbox: bubblewrap namespaces are unavailable, falling back to weaker "
                 "isolation (unprivileged user, rlimits, seccomp): the host's files are readable"
             )
+        elif self.same_user:
+            ctx.notice(
+                "python sandbox: isolation='process-unsafe' runs the model's code as this "
+                "user: it can read this process's memory, environment and files"
+            )
         session = SandboxSession(
             ctx.files_dir / "python",
             mode=mode,
+            same_user=self.same_user,
             python=self.python,
             limits=self.limits,
             max_output_chars=self.max_output_chars,
@@ -165,11 +213,16 @@ class PythonTool(Toolset):
             parts.append(r.result)
         if r.error:
             parts.append(r.error.rstrip())
+        where = session.data_path if session.mode == "bubblewrap" else "the working directory"
         if r.files:
             listed = ", ".join(
-                f"{name} ({_size(size)})" for name, (size, _) in sorted(r.files.items())
+                f"{display_name(name)} ({_size(size)})"
+                for name, (size, _) in sorted(r.files.items())
             )
-            parts.append(f"[files written to /mnt/data: {listed}]")
+            parts.append(f"[files written to {where}: {listed}]")
+        if r.special:
+            listed = ", ".join(f"{display_name(name)} ({kind})" for name, kind in sorted(r.special))
+            parts.append(f"[not regular files, which the host will not read: {listed}]")
         if r.outcome == "interrupted":
             parts.append(
                 f"[Timed out after {self.timeout:g} s: the cell was interrupted. "
@@ -182,9 +235,20 @@ class PythonTool(Toolset):
                 "and imports are lost; files in /mnt/data are kept.]"
             )
         elif r.outcome == "quota":
+            lim = self.limits
+            what = {
+                "entries": f"put more than {lim.data_entries} files and directories in",
+                "depth": f"put directories nested deeper than {lim.data_depth} levels in",
+            }.get(r.quota or "", f"wrote more than {_size(lim.data_quota_bytes)} to")
             parts.append(
-                f"[The code wrote more than {_size(self.limits.data_quota_bytes)} to "
-                "/mnt/data; the cell was stopped. Delete files before writing more.]"
+                f"[The code {what} {where}; the cell was stopped. Delete files before "
+                "writing more (os.system('rm -rf ...') removes deep trees).]"
+            )
+        elif r.outcome == "protocol":
+            parts.append(
+                f"[The sandbox's reply broke the protocol ({r.exit_status}), so the Python "
+                "session was killed and will restart on the next call: variables and imports "
+                "are lost; files are kept.]"
             )
         elif r.outcome == "died":
             parts.append(
