@@ -20,6 +20,7 @@ Example::
 from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
 
 from . import errors, events
+from ._otel import instrument, uninstrument
 from .agent import Agent
 from .errors import HarmonyAgentError
 from .events import Event
@@ -27,11 +28,24 @@ from .result import RunResult, RunUsage, ToolCallRecord
 
 __version__ = "0.1.0"
 
+_MCP = ("MCPServerStdio", "MCPServerStreamableHTTP")
+
+
+def __getattr__(name: str):  # MCP toolsets load on first use
+    if name in _MCP:
+        from harmony_agent.tools import mcp
+
+        return getattr(mcp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Agent",
     "Event",
     "FunctionTool",
     "HarmonyAgentError",
+    "MCPServerStdio",
+    "MCPServerStreamableHTTP",
     "RunContext",
     "RunResult",
     "RunUsage",
@@ -41,5 +55,7 @@ __all__ = [
     "__version__",
     "errors",
     "events",
+    "instrument",
     "tool",
+    "uninstrument",
 ]

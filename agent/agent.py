@@ -41,17 +41,19 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 from harmony_agent.engine.base import Chunk, Engine, GenerationRequest
 from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
+from . import _otel
 from ._encoding import load_encoding
 from ._parse import Delta, MessageStart, TurnParser
 from ._registry import NOT_A_TOOL, ToolRegistry
@@ -104,6 +106,14 @@ class Agent:
         context_window: tokens the model can attend to (default: the engine's, else 131,072).
         files_dir: where tools put files (screenshots, sandbox outputs); a temporary
             directory per run when None.
+        tracer_provider: an OpenTelemetry ``TracerProvider`` to record runs to (GenAI
+            semantic conventions); default: the one :func:`harmony_agent.instrument` set, if any.
+        trace_content: put prompts, arguments, outputs and reasoning on the spans (default:
+            what :func:`harmony_agent.instrument` said; off).
+
+    Toolsets that hold connections (MCP servers) share one per server across runs inside
+    ``async with agent:`` (or until ``await agent.aclose()``); a run outside it connects
+    for itself and disconnects when it ends.
     """
 
     def __init__(
@@ -124,6 +134,8 @@ class Agent:
         conversation_start_date: str | None = None,
         context_window: int | None = None,
         files_dir: str | Path | None = None,
+        tracer_provider: Any = None,
+        trace_content: bool | None = None,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -138,7 +150,8 @@ class Agent:
                 raise ConfigurationError(f"{name} must be at least 1, got {value}")
         self.instructions = instructions
         self.engine = engine
-        self.registry = ToolRegistry(tools)
+        self._tool_items = list(tools)
+        self.registry = ToolRegistry(self._tool_items)
         self.settings = hm.PromptSettings(
             reasoning_effort=reasoning_effort,
             model_identity=model_identity,
@@ -155,6 +168,44 @@ class Agent:
         self.files_dir = Path(files_dir) if files_dir is not None else None
         self.encoding = load_encoding()
         self._prefix: list[int] | None = None
+        self.tracer_provider = tracer_provider
+        self.trace_content = trace_content
+        self._lifetime: AsyncExitStack | None = None
+        self._lifetime_tg: anyio.abc.TaskGroup | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Agent:
+        if self._lifetime is not None:
+            raise ConfigurationError("this agent is already entered (async with agent: ...)")
+        stack = AsyncExitStack()
+        self._lifetime_tg = await stack.enter_async_context(anyio.create_task_group())
+        self._lifetime = stack
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close what the tools keep across runs (MCP connections, their subprocesses)."""
+        stack, self._lifetime, self._lifetime_tg = self._lifetime, None, None
+        try:
+            with anyio.CancelScope(shield=True):
+                for toolset in self.registry.toolsets:
+                    await toolset.aclose()
+        finally:
+            if stack is not None:  # the task group, now empty (left outside the shield)
+                await stack.aclose()
+
+    async def _prepare_tools(self, ctx: RunContext) -> None:
+        """Let toolsets list their tools before the prompt is rendered; re-declare on change."""
+        for toolset in self.registry.toolsets:
+            await toolset.prepare(ctx)
+        if self.registry.toolsets:
+            registry = ToolRegistry(self._tool_items)
+            if list(registry.tools.values()) != list(self.registry.tools.values()):
+                self.registry = registry
+                self._prefix = None  # the developer message changes
 
     # --- prompts ---------------------------------------------------------------------------
 
@@ -314,9 +365,12 @@ class _Run:
         self.events_seen: list[Event] = []
         self.messages: list[Message] = []
         self.turn = -1
+        self.observer = _otel.run_observer(agent)
 
     async def _emit(self, event: Event) -> Event:
         self.events_seen.append(event)
+        if self.observer is not None:
+            self.observer.on_event(event)
         if self.recorder is not None:
             await self.recorder.event(event)
         return event
@@ -335,31 +389,34 @@ class _Run:
     async def events(self) -> AsyncIterator[Event]:
         agent = self.agent
         try:
-            if self.resume is not None:
-                self.messages = list(self.resume.messages)
-                prompt = list(self.resume.prompt_ids)
-                first_turn = self.resume.next_turn
-            else:
-                self.messages = agent.initial_messages(self.task, self.history)
-                if self.history is None:
-                    prompt = agent.first_prompt(self.task)
-                else:
-                    prompt = hm.render_prompt(agent.encoding, self.messages)
-                first_turn = 0
-            if self.recorder is not None:
-                await self.recorder.start(self.state(prompt, first_turn))
-            yield await self._emit(
-                RunStarted(run_id=self.run_id, task=self.task, tools=tuple(agent.registry.tools))
-            )
             async with RunContext.open(
-                run_id=self.run_id, files_dir=agent.files_dir, deps=self.deps
+                run_id=self.run_id,
+                files_dir=agent.files_dir,
+                deps=self.deps,
+                lifetime=agent._lifetime_tg,
             ) as ctx:
+                await agent._prepare_tools(ctx)
+                if self.resume is not None:
+                    self.messages = list(self.resume.messages)
+                    prompt = list(self.resume.prompt_ids)
+                    first_turn = self.resume.next_turn
+                else:
+                    self.messages = agent.initial_messages(self.task, self.history)
+                    if self.history is None:
+                        prompt = agent.first_prompt(self.task)
+                    else:
+                        prompt = hm.render_prompt(agent.encoding, self.messages)
+                    first_turn = 0
+                if self.recorder is not None:
+                    await self.recorder.start(self.state(prompt, first_turn))
+                yield await self._emit(
+                    RunStarted(
+                        run_id=self.run_id, task=self.task, tools=tuple(agent.registry.tools)
+                    )
+                )
                 async with aclosing(self._loop(prompt, ctx, first_turn)) as loop:
                     async for event in loop:
-                        self.events_seen.append(event)
-                        if self.recorder is not None:
-                            await self.recorder.event(event)
-                        yield event
+                        yield await self._emit(event)
         except HarmonyAgentError as exc:
             yield await self._emit(
                 ErrorEvent(
@@ -367,6 +424,9 @@ class _Run:
                 )
             )
             raise
+        finally:
+            if self.observer is not None:
+                self.observer.close()
 
     def _window(self) -> int:
         return (
