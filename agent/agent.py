@@ -41,7 +41,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -308,6 +308,20 @@ async def _finish(run: _Run, on_event: Callable[[Event], Any] | None = None) -> 
     return run.result
 
 
+@asynccontextmanager
+async def _task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """A task group for a run's background tasks (they never raise), which lets the run's
+    own exception through as it is instead of wrapped in an ExceptionGroup."""
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            (exc,) = group.exceptions
+            raise exc from exc.__cause__
+        raise
+
+
 def _recorder(trace: str | Path | Recorder | None) -> Recorder | None:
     if trace is None or not isinstance(trace, str | Path):
         return trace
@@ -389,12 +403,17 @@ class _Run:
     async def events(self) -> AsyncIterator[Event]:
         agent = self.agent
         try:
-            async with RunContext.open(
-                run_id=self.run_id,
-                files_dir=agent.files_dir,
-                deps=self.deps,
-                lifetime=agent._lifetime_tg,
-            ) as ctx:
+            async with (
+                AsyncExitStack() as host,
+                RunContext.open(
+                    run_id=self.run_id,
+                    files_dir=agent.files_dir,
+                    deps=self.deps,
+                    # connections live in the agent's task group, or in the run's own
+                    task_group=agent._lifetime_tg or await host.enter_async_context(_task_group()),
+                    shared=agent._lifetime_tg is not None,
+                ) as ctx,
+            ):
                 await agent._prepare_tools(ctx)
                 if self.resume is not None:
                     self.messages = list(self.resume.messages)

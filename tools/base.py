@@ -82,9 +82,11 @@ class RunContext:
     run_id: str
     files_dir: Path
     deps: Any = None
-    #: a task group that outlives the run (the agent's, inside ``async with agent:``), for
-    #: connections that runs share; ``None`` when the run is on its own
-    lifetime: anyio.abc.TaskGroup | None = None
+    #: a task group that outlives the run's resources, for background tasks such as a server
+    #: connection: the agent's inside ``async with agent:`` (then ``shared`` is true and what
+    #: it runs may serve later runs), else one that ends with this run
+    task_group: anyio.abc.TaskGroup | None = None
+    shared: bool = False
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
     _resources: dict[str, Any] = field(default_factory=dict, repr=False)
     _locks: dict[str, anyio.Lock] = field(default_factory=dict, repr=False)
@@ -98,7 +100,8 @@ class RunContext:
         run_id: str | None = None,
         files_dir: Path | None = None,
         deps: Any = None,
-        lifetime: anyio.abc.TaskGroup | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+        shared: bool = False,
     ) -> AsyncIterator[RunContext]:
         """A context whose resources are closed on exit (the agent opens one per run)."""
         run_id = run_id or uuid.uuid4().hex[:12]
@@ -108,7 +111,13 @@ class RunContext:
                 # others may traverse (not list) it: sandboxed tools run as unprivileged users
                 files_dir.chmod(0o711)
             files_dir.mkdir(parents=True, exist_ok=True)
-            ctx = cls(run_id=run_id, files_dir=files_dir, deps=deps, lifetime=lifetime)
+            ctx = cls(
+                run_id=run_id,
+                files_dir=files_dir,
+                deps=deps,
+                task_group=task_group,
+                shared=shared,
+            )
             try:
                 yield ctx
             finally:

@@ -98,11 +98,15 @@ class _Connection:
         self.server = server
         self.client: Any = None
         self.listed = False
+        self.error: Exception | None = None
         self._stop = anyio.Event()
         self._done = anyio.Event()
         self._scope = anyio.CancelScope()
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Connect, report, hold the connection until :meth:`aclose`. Never raises: a failure
+        to connect is left in ``error`` for the starter, a broken connection makes
+        ``client`` ``None`` so that callers reconnect."""
         started = False
         try:
             with self._scope:
@@ -111,13 +115,13 @@ class _Connection:
                     started = True
                     task_status.started()
                     await self._stop.wait()
-        except Exception:
-            if not started:
-                raise
-            # the connection broke under us (a crashed server); callers reconnect
+        except Exception as exc:
+            self.error = exc
         finally:
             self.client = None
             self._done.set()
+            if not started:
+                task_status.started()
 
     async def _on_message(self, message: Any) -> None:
         if getattr(message, "method", None) == "notifications/tools/list_changed":
@@ -221,41 +225,47 @@ class MCPServer(Toolset):
 
     async def _start(self, host: anyio.abc.TaskGroup) -> _Connection:
         conn = _Connection(self)
-        try:
-            with anyio.fail_after(self.connect_timeout):
-                await host.start(conn.serve)
-        except Exception as exc:
+        with anyio.move_on_after(self.connect_timeout) as scope:
+            await host.start(conn.serve)
+        if conn.client is None:
+            if scope.cancelled_caught:
+                why = f"no answer within connect_timeout={self.connect_timeout:g} s"
+            else:
+                why = _reason(conn.error) if conn.error else "the connection closed at once"
             raise ConfigurationError(
-                f"could not connect to the MCP server {self.label}: {type(exc).__name__}: "
-                f"{_reason(exc)}. Check that the server starts (run it by hand) and that "
-                "the address is right."
-            ) from exc
+                f"could not connect to the MCP server {self.label}: {why}. Check that the "
+                "server starts (run it by hand) and that the address is right."
+            )
         return conn
 
     @contextlib.asynccontextmanager
-    async def _run_connection(self) -> AsyncIterator[_Connection]:
-        async with anyio.create_task_group() as host:
-            conn = await self._start(host)
-            try:
-                yield conn
-            finally:
-                await conn.aclose()
+    async def _run_connection(self, host: anyio.abc.TaskGroup) -> AsyncIterator[_Connection]:
+        conn = await self._start(host)
+        try:
+            yield conn
+        finally:
+            await conn.aclose()
 
     async def _connection(self, ctx: RunContext) -> _Connection:
-        if ctx.lifetime is None:  # a run on its own: the connection is one of its resources
-            return await ctx.resource(self._key, self._run_connection)
-        if self._shared_host is not ctx.lifetime:
-            self._shared, self._shared_host = None, ctx.lifetime
+        host = ctx.task_group
+        if host is None:
+            raise ConfigurationError(
+                "MCP servers need a run context with a task group (Agent.run provides one)"
+            )
+        if not ctx.shared:  # a run on its own: the connection is one of its resources
+            return await ctx.resource(self._key, lambda: self._run_connection(host))
+        if self._shared_host is not host:
+            self._shared, self._shared_host = None, host
             self._shared_lock = anyio.Lock()
         assert self._shared_lock is not None
         async with self._shared_lock:
             if self._shared is None or self._shared.client is None:
-                self._shared = await self._start(ctx.lifetime)
+                self._shared = await self._start(host)
             return self._shared
 
     async def _reconnect(self, ctx: RunContext, old: _Connection) -> None:
         await old.aclose()
-        if ctx.lifetime is None:
+        if not ctx.shared:
             await ctx.drop_resource(self._key)
 
     @property
@@ -351,7 +361,7 @@ def _connection_lost(exc: Exception) -> bool:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         return _reason(exc.exceptions[0])
-    return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class MCPServerStdio(MCPServer):
