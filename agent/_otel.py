@@ -269,3 +269,48 @@ class RunObserver:
             self.run_span.set_status(trace.Status(trace.StatusCode.ERROR, "the run was stopped"))
             self.run_span.end()
             self.run_span = None
+
+
+def cli_tracer_provider() -> Any:
+    """The SDK provider ``harmony-agent --otel`` records to: OTLP over HTTP when an
+    ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is set (the exporter reads every other
+    ``OTEL_EXPORTER_OTLP_*`` setting itself), else JSON spans on stderr. Spans are flushed
+    when the process exits."""
+    import sys
+
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError as exc:
+        raise ConfigurationError(
+            "--otel needs the OpenTelemetry SDK: pip install opentelemetry-sdk "
+            f"opentelemetry-exporter-otlp-proto-http ({exc})"
+        ) from None
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "harmony-agent"}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        protocol = os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        )
+        if protocol != "http/protobuf":
+            raise ConfigurationError(
+                f"--otel exports OTLP over HTTP (http/protobuf), not {protocol!r}: set "
+                "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and point the endpoint at the "
+                "collector's HTTP port (4318)"
+            )
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
+            raise ConfigurationError(
+                "--otel with an OTLP endpoint needs the exporter: pip install "
+                f"opentelemetry-exporter-otlp-proto-http ({exc})"
+            ) from None
+        exporter: Any = OTLPSpanExporter()
+    else:
+        exporter = ConsoleSpanExporter(out=sys.stderr)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider

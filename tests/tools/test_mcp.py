@@ -182,7 +182,7 @@ async def test_a_server_that_keeps_crashing_gives_a_tool_error_and_a_warning(tmp
         and "also after a restart" in crash.output
     )
     warnings = [e.message for e in result.events if e.type == "warning"]
-    assert "reconnected and calling again" in warnings[0] and "failed again" in warnings[1]
+    assert "reconnecting and calling again" in warnings[0] and "failed again" in warnings[1]
     assert add.ok and add.output == "3"  # the run goes on with a fresh connection
     assert len(starts(tmp_path)) == 3
 

@@ -326,7 +326,7 @@ class MCPServer(Toolset):
                 if attempt == 1:
                     ctx.notice(
                         f"the MCP server {self.label} lost its connection ({_reason(exc)}); "
-                        "reconnected and calling again"
+                        "reconnecting and calling again"
                     )
                     continue
                 ctx.notice(f"the MCP server {self.label} failed again after a reconnect")
