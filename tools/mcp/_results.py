@@ -1,8 +1,10 @@
 """An MCP ``CallToolResult`` → the text of the tool message.
 
-Text blocks are the message; structured content is JSON (when the server sent no text for
-it); images, audio and binary resources are written to the run's files directory and named
-in the message, so the host program can pick them up and the model knows they exist.
+Structured content, when the server sends it, is the message as compact JSON (its text blocks
+are then only the same data pretty-printed, as the spec asks servers to add for older
+clients: fewer tokens this way); otherwise the text blocks are. Images, audio and binary
+resources are written to the run's files directory and named in the message, so the host
+program can pick them up and the model knows they exist.
 """
 
 from __future__ import annotations
@@ -36,16 +38,31 @@ async def _save(files_dir: Path, stem: str, data: str, mime: str | None) -> tupl
     return name, len(raw)
 
 
-async def result_text(result: Any, files_dir: Path, stem: str) -> tuple[str, list[str]]:
+def _unwrapped(structured: Any, output_schema: dict[str, Any] | None) -> Any:
+    """The value itself when the server wrapped a non-object return as ``{"result": value}``
+    (the Python SDK does, and says so in the output schema)."""
+    props = (output_schema or {}).get("properties")
+    if (
+        isinstance(structured, dict)
+        and set(structured) == {"result"}
+        and set(props or ()) == {"result"}
+    ):
+        return structured["result"]
+    return structured
+
+
+async def result_text(
+    result: Any, files_dir: Path, stem: str, output_schema: dict[str, Any] | None = None
+) -> tuple[str, list[str]]:
     """(the text the model reads, the names of the files written) for ``result``."""
     parts: list[str] = []
     files: list[str] = []
-    has_text = False
+    structured = result.structured_content
     for block in result.content:
         kind = getattr(block, "type", None)
         if kind == "text":
-            has_text = True
-            parts.append(block.text)
+            if structured is None:
+                parts.append(block.text)
         elif kind in ("image", "audio"):
             name, size = await _save(files_dir, stem, block.data, block.mime_type)
             files.append(name)
@@ -56,7 +73,6 @@ async def result_text(result: Any, files_dir: Path, stem: str) -> tuple[str, lis
         elif kind == "resource":
             res = block.resource
             if getattr(res, "text", None) is not None:
-                has_text = True
                 parts.append(f"[resource {res.uri}]\n{res.text}")
             else:
                 name, size = await _save(files_dir, stem, res.blob, res.mime_type)
@@ -64,6 +80,12 @@ async def result_text(result: Any, files_dir: Path, stem: str) -> tuple[str, lis
                 parts.append(f"[resource {res.uri} saved as {name} ({size} bytes)]")
         else:  # a content type newer than this client
             parts.append(f"[{kind} content not shown]")
-    if result.structured_content is not None and not has_text:
-        parts.insert(0, json.dumps(result.structured_content, ensure_ascii=False))
+    if structured is not None:
+        value = _unwrapped(structured, output_schema)
+        text = (
+            value
+            if isinstance(value, str)
+            else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        )
+        parts.insert(0, text)
     return "\n".join(parts), files

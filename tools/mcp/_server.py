@@ -69,6 +69,7 @@ class MCPTool(Tool):
         self.description = remote.description or remote.title or ""
         self.input_schema: dict[str, Any] = dict(remote.input_schema or {"type": "object"})
         self.parameters = simplify_schema(self.input_schema)
+        self.output_schema: dict[str, Any] | None = remote.output_schema
         self.timeout = None  # the server applies its own per-call timeout (and restarts on a hang)
 
     def parse_arguments(self, raw: str) -> Any:
@@ -344,7 +345,9 @@ class MCPServer(Toolset):
                     f"{tool.recipient} timed out after {self.timeout:g} s and was stopped. "
                     "Try a smaller request or a different approach."
                 )
-            text, _files = await result_text(result, ctx.files_dir, _ident(tool.remote_name))
+            text, _files = await result_text(
+                result, ctx.files_dir, _ident(tool.remote_name), tool.output_schema
+            )
             if result.is_error:
                 raise ToolExecutionError(f"{tool.recipient} reported an error: {text}")
             return text
