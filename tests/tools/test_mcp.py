@@ -393,3 +393,48 @@ async def test_playwright_mcp_with_the_system_chromium(tmp_path):
     navigate, snapshot = result.tool_calls
     assert navigate.ok and "Page Title: Hello page" in navigate.output, navigate.output
     assert snapshot.ok and "Greetings from loopback" in snapshot.output
+
+
+CLI = [sys.executable, "-m", "harmony_agent", "run", "go", "--engine", "scripted:replies.json"]
+CLI += ["--no-browser", "--no-python", "--json"]
+
+
+def run_cli(tmp_path: Path, replies: list[str], *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "replies.json").write_text(json.dumps(replies))
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_mcp_stdio_and_http(tmp_path, http_server):
+    replies = [
+        call("testsrv__add", {"a": 1, "b": 2}),
+        call("testsrv__echo", {"text": "x"}),
+        final(),
+    ]
+    stdio_spec = f"stdio:{sys.executable} {SERVER} stdio"
+    proc = run_cli(tmp_path, replies, "--mcp", stdio_spec)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert "functions.testsrv__add" in events[0]["tools"]
+    assert [e["output"] for e in events if e["type"] == "tool_result"] == ["3", "x"]
+
+    # two servers with the same name: the clash is named, with the fix
+    proc = run_cli(tmp_path, replies, "--mcp", stdio_spec, "--mcp", http_server)
+    assert proc.returncode == 2 and "two tools are named 'functions.testsrv__add'" in proc.stderr
+
+    proc = run_cli(
+        tmp_path, [call("testsrv__add", {"a": 2, "b": 2}), final()], "--mcp", http_server
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"output": "4"' in proc.stdout
+
+
+def test_cli_mcp_bad_spec(tmp_path):
+    proc = run_cli(tmp_path, [final()], "--mcp", "ftp://example")
+    assert proc.returncode == 2
+    assert "expected 'stdio:COMMAND ARGS...' or http://HOST:PORT/mcp" in proc.stderr
