@@ -18,6 +18,6 @@ Example — a server over stdio, shared by every run inside ``async with agent:`
             print((await agent.run("What is on my list?")).final_text)
 """
 
-from ._server import MCPServer, MCPServerStdio, MCPServerStreamableHTTP, MCPTool
+from ._server import MCPServerStdio, MCPServerStreamableHTTP, MCPTool, MCPToolset
 
-__all__ = ["MCPServer", "MCPServerStdio", "MCPServerStreamableHTTP", "MCPTool"]
+__all__ = ["MCPServerStdio", "MCPServerStreamableHTTP", "MCPTool", "MCPToolset"]

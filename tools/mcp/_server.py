@@ -31,7 +31,7 @@ from .._schema import simplify_schema
 from ..base import RunContext, Tool, Toolset
 from ._results import result_text
 
-__all__ = ["MCPServer", "MCPServerStdio", "MCPServerStreamableHTTP", "MCPTool"]
+__all__ = ["MCPServerStdio", "MCPServerStreamableHTTP", "MCPTool", "MCPToolset"]
 
 _IDENT = re.compile(r"[^A-Za-z0-9_]+")
 
@@ -62,7 +62,7 @@ def _ident(name: str) -> str:
 class MCPTool(Tool):
     """One tool of an MCP server, declared as ``functions.<prefix>__<tool>``."""
 
-    def __init__(self, server: MCPServer, remote: Any, name: str) -> None:
+    def __init__(self, server: MCPToolset, remote: Any, name: str) -> None:
         self.server = server
         self.remote_name: str = remote.name
         self.name = name
@@ -95,7 +95,7 @@ class MCPTool(Tool):
 class _Connection:
     """A connected ``mcp.Client``, entered and left by its own task (:meth:`serve`)."""
 
-    def __init__(self, server: MCPServer) -> None:
+    def __init__(self, server: MCPToolset) -> None:
         self.server = server
         self.client: Any = None
         self.listed = False
@@ -139,7 +139,7 @@ class _Connection:
                 await self._done.wait()
 
 
-class MCPServer(Toolset):
+class MCPToolset(Toolset):
     """Tools of a Model Context Protocol server (base of the stdio and HTTP variants).
 
     Args:
@@ -367,7 +367,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class MCPServerStdio(MCPServer):
+class MCPServerStdio(MCPToolset):
     """An MCP server run as a subprocess, spoken to over its stdin/stdout.
 
     Example::
@@ -414,7 +414,7 @@ class MCPServerStdio(MCPServer):
         )
 
 
-class MCPServerStreamableHTTP(MCPServer):
+class MCPServerStreamableHTTP(MCPToolset):
     """An MCP server reached over streamable HTTP (``http://host:port/mcp``)."""
 
     def __init__(
