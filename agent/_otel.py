@@ -100,6 +100,9 @@ def run_observer(agent: Any) -> RunObserver | None:
     return RunObserver(tracer, agent, content)
 
 
+_PROVIDERS = {"VLLMEngine": "vllm"}
+
+
 def _ns(seconds_ago: float = 0.0) -> int:
     return time.time_ns() - int(seconds_ago * 1e9)
 
@@ -113,16 +116,23 @@ class RunObserver:
         self._trace = trace
         self.tracer = tracer
         self.capture = capture_content
-        engine = agent.engine
-        self.model = getattr(engine, "model", None) or "gpt-oss"
-        self.provider = type(engine).__name__
         self.agent = agent
         self.run_span: Any = None
         self.tool_spans: dict[str, Any] = {}
         self._turn_text: dict[str, list[str]] = {}
 
+    @property
+    def model(self) -> str:
+        # read each time: an HTTP engine learns its model from the server on first use
+        return getattr(self.agent.engine, "model", None) or "gpt-oss"
+
     def _common(self, operation: str) -> dict[str, Any]:
-        return {"gen_ai.operation.name": operation, "gen_ai.provider.name": "harmony_agent"}
+        engine = self.agent.engine
+        # the serving stack (vllm, fireworks, ...); the engine's class name for test doubles
+        provider = getattr(engine, "flavor", None) or _PROVIDERS.get(
+            type(engine).__name__, type(engine).__name__
+        )
+        return {"gen_ai.operation.name": operation, "gen_ai.provider.name": provider}
 
     def on_event(self, event: Event) -> None:
         trace = self._trace
@@ -131,7 +141,6 @@ class RunObserver:
                 **self._common("invoke_agent"),
                 "gen_ai.conversation.id": event.run_id,
                 "gen_ai.request.model": self.model,
-                "harmony_agent.engine": self.provider,
                 "harmony_agent.tools": list(event.tools),
             }
             if self.capture:

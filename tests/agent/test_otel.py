@@ -63,6 +63,7 @@ async def test_span_tree_and_attributes(spans):
     assert all(s.parent.span_id == run.context.span_id for s in finished if s is not run)
     assert {s.context.trace_id for s in finished} == {run.context.trace_id}
     assert run.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert run.attributes["gen_ai.provider.name"] == "ScriptedEngine"
     assert run.attributes["gen_ai.conversation.id"] == result.run_id
     assert run.attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens
     assert run.attributes["gen_ai.usage.output_tokens"] == result.usage.output_tokens

@@ -291,7 +291,7 @@ class MCPToolset(Toolset):
         info = client.server_info
         self.server_name = info.name if info is not None else None
         self.instructions = client.instructions
-        prefix = self.prefix if self.prefix is not None else _ident(self.server_name or "mcp")
+        prefix = "" if self.prefix == "" else _ident(self.prefix or self.server_name or "mcp")
         tools = []
         for t in remote:
             if (self.include is not None and t.name not in self.include) or t.name in self.exclude:
