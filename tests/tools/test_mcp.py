@@ -4,6 +4,7 @@ ScriptedEngine / FunctionEngine: over stdio in a subprocess and over streamable 
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -236,6 +237,19 @@ async def test_a_run_outside_async_with_connects_for_itself(tmp_path):
     (pid,) = starts(tmp_path)
     assert result.tool_calls[0].output == str(pid) and not alive(pid)
     await agent.aclose()  # nothing left to close; still fine
+
+
+async def test_a_stream_closed_early_closes_its_connection(tmp_path):
+    agent = Agent(
+        tools=[stdio(tmp_path, prefix="t")],
+        engine=ScriptedEngine([call("t__pid"), call("t__pid"), final()]),
+    )
+    async with contextlib.aclosing(agent.stream("pid")) as events:
+        async for event in events:
+            if event.type == "tool_result":
+                break
+    (pid,) = starts(tmp_path)
+    assert event.output == str(pid) and not alive(pid)
 
 
 def test_run_sync_reaps_the_server(tmp_path):
