@@ -1,7 +1,8 @@
 """A small MCP server for the MCP toolset tests, written with the official SDK.
 
 Run ``python tests/mcp_server.py stdio`` (the client launches it) or
-``python tests/mcp_server.py http PORT`` (streamable HTTP on 127.0.0.1:PORT/mcp).
+``python tests/mcp_server.py http PORT`` (streamable HTTP on 127.0.0.1:PORT/mcp;
+``sse PORT``: the older HTTP+SSE transport on /sse).
 ``MCP_TEST_MARKER``: a file the server appends one line to each time it starts, so a test
 can count (re)connections.
 """
@@ -116,6 +117,8 @@ def main() -> None:
     transport = sys.argv[1] if len(sys.argv) > 1 else "stdio"
     if transport == "stdio":
         server.run("stdio")
+    elif transport == "sse":
+        server.run("sse", host="127.0.0.1", port=int(sys.argv[2]))
     else:
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
 

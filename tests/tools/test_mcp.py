@@ -20,7 +20,7 @@ import pytest
 from harmony_agent import Agent
 from harmony_agent.engine import FunctionEngine, ScriptedEngine
 from harmony_agent.errors import ConfigurationError
-from harmony_agent.tools.mcp import MCPServerStdio, MCPServerStreamableHTTP
+from harmony_agent.tools.mcp import MCPServerSSE, MCPServerStdio, MCPServerStreamableHTTP
 
 pytestmark = pytest.mark.anyio
 
@@ -291,12 +291,21 @@ def free_port() -> int:
 
 @pytest.fixture
 def http_server(tmp_path):
+    yield from serve_http(tmp_path, "http", "/mcp")
+
+
+@pytest.fixture
+def sse_server(tmp_path):
+    yield from serve_http(tmp_path, "sse", "/sse")
+
+
+def serve_http(tmp_path, transport, path):
     port = free_port()
     env = {**os.environ, "MCP_TEST_MARKER": str(tmp_path / "starts.log")}
     errors = tmp_path / "server-stderr.txt"
     with errors.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, SERVER, "http", str(port)],
+            [sys.executable, SERVER, transport, str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -313,7 +322,7 @@ def http_server(tmp_path):
                     f"the MCP HTTP server did not start: {errors.read_text()}"
                 ) from None
             time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp"
+    yield f"http://127.0.0.1:{port}{path}"
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -329,6 +338,13 @@ async def test_streamable_http_list_call_and_error(http_server):
     assert add.ok and add.output == "42"
     assert not fail.ok and "nope" in fail.output
     assert "type h__lookup = (_: {\ncity: string,\n})" in developer_text(agent)
+
+
+async def test_sse_transport(sse_server):
+    engine = ScriptedEngine([call("s__echo", {"text": "over sse"}), final()])
+    async with Agent(tools=[MCPServerSSE(sse_server, prefix="s")], engine=engine) as agent:
+        result = await agent.run("echo")
+    assert result.tool_calls[0].ok and result.tool_calls[0].output == "over sse"
 
 
 async def test_streamable_http_concurrent_runs_and_list_changed(http_server):

@@ -18,6 +18,6 @@ Example — a server over stdio, shared by every run inside ``async with agent:`
             print((await agent.run("What is on my list?")).final_text)
 """
 
-from ._server import MCPServerStdio, MCPServerStreamableHTTP, MCPTool, MCPToolset
+from ._server import MCPServerSSE, MCPServerStdio, MCPServerStreamableHTTP, MCPTool, MCPToolset
 
-__all__ = ["MCPServerStdio", "MCPServerStreamableHTTP", "MCPTool", "MCPToolset"]
+__all__ = ["MCPServerSSE", "MCPServerStdio", "MCPServerStreamableHTTP", "MCPTool", "MCPToolset"]

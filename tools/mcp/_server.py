@@ -31,7 +31,7 @@ from .._schema import simplify_schema
 from ..base import RunContext, Tool, Toolset
 from ._results import result_text
 
-__all__ = ["MCPServerStdio", "MCPServerStreamableHTTP", "MCPTool", "MCPToolset"]
+__all__ = ["MCPServerSSE", "MCPServerStdio", "MCPServerStreamableHTTP", "MCPTool", "MCPToolset"]
 
 _IDENT = re.compile(r"[^A-Za-z0-9_]+")
 
@@ -423,7 +423,7 @@ class MCPServerStreamableHTTP(MCPToolset):
         super().__init__(**options)
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigurationError(
-                f"MCPServerStreamableHTTP needs an http:// or https:// URL, got {url!r} "
+                f"{type(self).__name__} needs an http:// or https:// URL, got {url!r} "
                 "(e.g. http://127.0.0.1:8000/mcp)"
             )
         self.url = url
@@ -435,6 +435,15 @@ class MCPServerStreamableHTTP(MCPToolset):
 
     def _transport(self) -> Any:
         return _http_transport(self.url, self.headers)
+
+
+class MCPServerSSE(MCPServerStreamableHTTP):
+    """An MCP server on the older HTTP+SSE transport (``http://host:port/sse``)."""
+
+    def _transport(self) -> Any:
+        from mcp.client.sse import sse_client
+
+        return sse_client(self.url, headers=self.headers, timeout=30.0)
 
 
 @contextlib.asynccontextmanager
