@@ -8,6 +8,7 @@ import contextlib
 import http.server
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -186,6 +187,21 @@ async def test_a_server_that_keeps_crashing_gives_a_tool_error_and_a_warning(tmp
     assert "reconnecting and calling again" in warnings[0] and "failed again" in warnings[1]
     assert add.ok and add.output == "3"  # the run goes on with a fresh connection
     assert len(starts(tmp_path)) == 3
+
+
+async def test_a_server_that_died_between_runs_is_started_again(tmp_path):
+    engine = ScriptedEngine([call("t__grow"), final(), call("t__pid"), final()])
+    async with Agent(tools=[stdio(tmp_path, prefix="t")], engine=engine) as agent:
+        await agent.run("grow")  # the tool list changed: the next run lists it again
+        await anyio.sleep(0.2)
+        (first,) = starts(tmp_path)
+        os.kill(first, signal.SIGKILL)
+        result = await agent.run("again")
+        # listed by the new process, which never grew
+        assert "functions.t__extra" not in agent.registry.tools
+    _, second = starts(tmp_path)
+    assert result.tool_calls[0].output == str(second)
+    assert not [e for e in result.events if e.type == "warning"]  # mended before the prompt
 
 
 async def test_a_hung_call_times_out_and_the_server_is_restarted(tmp_path):

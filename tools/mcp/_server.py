@@ -199,11 +199,32 @@ class MCPToolset(Toolset):
         return list(self._tools)
 
     async def prepare(self, ctx: RunContext) -> None:
-        """Connect (once) and list the tools if they are not listed yet or have changed."""
+        """Connect (once) and list the tools if they are not listed yet or have changed.
+
+        A connection found dead (the server exited between runs) is made again once."""
+        from mcp.shared.exceptions import MCPError
+
         conn = await self._connection(ctx)
-        if self._stale or not conn.listed:
-            with anyio.fail_after(self.connect_timeout):
-                await self._list(conn)
+        if not self._stale and conn.listed:
+            return
+        for attempt in (1, 2):
+            try:
+                with anyio.move_on_after(self.connect_timeout) as scope:
+                    await self._list(conn)
+            except (MCPError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+                if attempt == 2 or (isinstance(exc, MCPError) and not _connection_lost(exc)):
+                    raise ConfigurationError(
+                        f"the MCP server {self.label} did not list its tools: {_reason(exc)}"
+                    ) from None
+                await self._reconnect(ctx, conn)
+                conn = await self._connection(ctx)
+                continue
+            if scope.cancelled_caught:
+                raise ConfigurationError(
+                    f"the MCP server {self.label} did not list its tools within "
+                    f"connect_timeout={self.connect_timeout:g} s"
+                )
+            return
 
     async def aclose(self) -> None:
         conn, self._shared, self._shared_host = self._shared, None, None
