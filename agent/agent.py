@@ -204,8 +204,9 @@ class Agent:
         if self.registry.toolsets:
             registry = ToolRegistry(self._tool_items)
             if list(registry.tools.values()) != list(self.registry.tools.values()):
+                if _declared(registry) != _declared(self.registry):
+                    self._prefix = None  # the developer message changes
                 self.registry = registry
-                self._prefix = None  # the developer message changes
 
     # --- prompts ---------------------------------------------------------------------------
 
@@ -306,6 +307,10 @@ async def _finish(run: _Run, on_event: Callable[[Event], Any] | None = None) -> 
                     await outcome
     assert run.result is not None
     return run.result
+
+
+def _declared(registry: ToolRegistry) -> list[tuple[str, str, Any]]:
+    return [(t.recipient, t.description, t.parameters) for t in registry.tools.values()]
 
 
 @asynccontextmanager

@@ -247,11 +247,14 @@ async def test_two_concurrent_runs_share_one_connection(tmp_path):
 
 async def test_a_run_outside_async_with_connects_for_itself(tmp_path):
     agent = Agent(
-        tools=[stdio(tmp_path, prefix="t")], engine=ScriptedEngine([call("t__pid"), final()])
+        tools=[stdio(tmp_path, prefix="t")], engine=ScriptedEngine([call("t__pid"), final()] * 2)
     )
     result = await agent.run("pid")
     (pid,) = starts(tmp_path)
     assert result.tool_calls[0].output == str(pid) and not alive(pid)
+    prefix = agent._prefix
+    await agent.run("pid again")  # a new connection and listing, the same declarations
+    assert len(starts(tmp_path)) == 2 and agent._prefix is prefix  # the rendered prefix is kept
     await agent.aclose()  # nothing left to close; still fine
 
 
