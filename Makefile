@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-vllm test-vllm system-deps test test-core demo bench fuzz lint typecheck format clean
+.PHONY: setup setup-playwright-mcp setup-vllm test-vllm system-deps test test-core demo bench fuzz lint typecheck format clean
 
 # Debian packages: Chromium for the browser tool, bubblewrap for the python sandbox.
 system-deps:
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 	touch $@
 
 setup: system-deps $(STAMP)
+
+# Optional: Microsoft's @playwright/mcp server, for the test that drives it over MCP with the
+# system Chromium (needs Node.js and npm; the test is skipped, saying so, without it).
+setup-playwright-mcp: setup
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node @playwright/mcp@0.0.83
 
 # vLLM for CPU pins torch 2.13.0+cpu, transformers<5.20 and oss-harmony (which provides the
 # openai_harmony module): it gets its own environment. The vision/audio extras it pulls in do

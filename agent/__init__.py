@@ -17,9 +17,12 @@ Example::
     assert agent.run_sync("2+3?").final_text == "5"
 """
 
+from typing import TYPE_CHECKING
+
 from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
 
 from . import errors, events
+from ._otel import instrument, uninstrument
 from .agent import Agent
 from .errors import HarmonyAgentError
 from .events import Event
@@ -27,11 +30,27 @@ from .result import RunResult, RunUsage, ToolCallRecord
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # what users' type checkers see; at run time they load on first use
+    from harmony_agent.tools.mcp import MCPServerStdio, MCPServerStreamableHTTP
+
+_MCP = ("MCPServerStdio", "MCPServerStreamableHTTP")
+
+
+def __getattr__(name: str):  # MCP toolsets load on first use
+    if name in _MCP:
+        from harmony_agent.tools import mcp
+
+        return getattr(mcp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Agent",
     "Event",
     "FunctionTool",
     "HarmonyAgentError",
+    "MCPServerStdio",
+    "MCPServerStreamableHTTP",
     "RunContext",
     "RunResult",
     "RunUsage",
@@ -41,5 +60,7 @@ __all__ = [
     "__version__",
     "errors",
     "events",
+    "instrument",
     "tool",
+    "uninstrument",
 ]

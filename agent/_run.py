@@ -29,6 +29,7 @@ from harmony_agent.tools.base import RunContext, Tool, ToolResult
 from openai_harmony import Message
 
 from . import _harmony as hm
+from . import _otel
 from ._encoding import third_party_error
 from ._parse import TurnParser
 from ._registry import is_tool_recipient
@@ -94,6 +95,7 @@ class Run:
     transcript: Transcript = field(default_factory=Transcript)
     sampled: Sampled | None = None
     result: RunResult | None = None
+    observer: _otel.RunObserver | None = None
 
     def __post_init__(self) -> None:
         if self.resume is not None:
@@ -106,23 +108,21 @@ class Run:
 
     async def events(self) -> Steps:
         """The run's events; the one place where they are recorded."""
+        self.observer = _otel.run_observer(self.agent)
         try:
-            first_turn = await self._start()
-            if self.recorder is not None:
-                await self.recorder.start(self.state(first_turn))
-            yield await self._record(
-                RunStarted(
-                    run_id=self.run_id, task=self.task, tools=tuple(self.agent.registry.tools)
+            # the context first: toolsets list their tools before the prompt declares them
+            async with self.agent.run_context(self.run_id, self.deps) as ctx:
+                first_turn = await self._start()
+                if self.recorder is not None:
+                    await self.recorder.start(self.state(first_turn))
+                yield await self._record(
+                    RunStarted(
+                        run_id=self.run_id, task=self.task, tools=tuple(self.agent.registry.tools)
+                    )
                 )
-            )
-            async with (
-                RunContext.open(
-                    run_id=self.run_id, files_dir=self.agent.files_dir, deps=self.deps
-                ) as ctx,
-                aclosing(self._turns(ctx, first_turn)) as steps,
-            ):
-                async for event in steps:
-                    yield await self._record(event)
+                async with aclosing(self._turns(ctx, first_turn)) as steps:
+                    async for event in steps:
+                        yield await self._record(event)
         except HarmonyAgentError as exc:
             yield await self._record(
                 ErrorEvent(
@@ -130,9 +130,14 @@ class Run:
                 )
             )
             raise
+        finally:
+            if self.observer is not None:
+                self.observer.close()
 
     async def _record(self, event: Event) -> Event:
         self.events_seen.append(event)
+        if self.observer is not None:
+            self.observer.on_event(event)
         if self.recorder is not None:
             await self.recorder.event(event)
         return event

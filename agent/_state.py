@@ -7,11 +7,13 @@ it, and it imports none of them, so the run and its trace do not depend on each 
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from harmony_agent.engine.base import Engine
+from harmony_agent.tools.base import RunContext
 from openai_harmony import HarmonyEncoding, Message
 
 from ._registry import ToolRegistry
@@ -106,6 +108,12 @@ class LoopAgent(Protocol):
     seed: int | None
     context_window: int | None
     files_dir: Path | None
+    tracer_provider: Any
+    trace_content: bool | None
+
+    def run_context(self, run_id: str, deps: Any) -> AbstractAsyncContextManager[RunContext]:
+        """The context of one run, its toolsets prepared before the prompt is rendered."""
+        ...
 
     def initial_messages(self, task: str, history: RunResult | None = None) -> list[Message]:
         """The conversation the first prompt of a run renders."""

@@ -38,14 +38,15 @@ Example::
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 from harmony_agent.engine.base import Engine
-from harmony_agent.tools.base import Tool, Toolset
+from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
@@ -78,6 +79,14 @@ class Agent:
         context_window: tokens the model can attend to (default: the engine's, else 131,072).
         files_dir: where tools put files (screenshots, sandbox outputs); a temporary
             directory per run when None.
+        tracer_provider: an OpenTelemetry ``TracerProvider`` to record runs to (GenAI
+            semantic conventions); default: the one :func:`harmony_agent.instrument` set, if any.
+        trace_content: put prompts, arguments, outputs and reasoning on the spans (default:
+            what :func:`harmony_agent.instrument` said; off).
+
+    Toolsets that hold connections (MCP servers) share one per server across runs inside
+    ``async with agent:`` (or until ``await agent.aclose()``); a run outside it connects
+    for itself and disconnects when it ends.
     """
 
     def __init__(
@@ -98,6 +107,8 @@ class Agent:
         conversation_start_date: str | None = None,
         context_window: int | None = None,
         files_dir: str | Path | None = None,
+        tracer_provider: Any = None,
+        trace_content: bool | None = None,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -112,7 +123,8 @@ class Agent:
                 raise ConfigurationError(f"{name} must be at least 1, got {value}")
         self.instructions = instructions
         self.engine = engine
-        self.registry = ToolRegistry(tools)
+        self._tool_items = list(tools)
+        self.registry = ToolRegistry(self._tool_items)
         self.settings = hm.PromptSettings(
             reasoning_effort=reasoning_effort,
             model_identity=model_identity,
@@ -129,6 +141,62 @@ class Agent:
         self.files_dir = Path(files_dir) if files_dir is not None else None
         self.encoding = load_encoding()
         self._prefix: list[int] | None = None
+        self.tracer_provider = tracer_provider
+        self.trace_content = trace_content
+        self._lifetime: AsyncExitStack | None = None
+        self._lifetime_tg: anyio.abc.TaskGroup | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Agent:
+        if self._lifetime is not None:
+            raise ConfigurationError("this agent is already entered (async with agent: ...)")
+        stack = AsyncExitStack()
+        self._lifetime_tg = await stack.enter_async_context(anyio.create_task_group())
+        self._lifetime = stack
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close what the tools keep across runs (MCP connections, their subprocesses)."""
+        stack, self._lifetime, self._lifetime_tg = self._lifetime, None, None
+        try:
+            with anyio.CancelScope(shield=True):
+                for toolset in self.registry.toolsets:
+                    await toolset.aclose()
+        finally:
+            if stack is not None:  # the task group, now empty (left outside the shield)
+                await stack.aclose()
+
+    @asynccontextmanager
+    async def run_context(self, run_id: str, deps: Any) -> AsyncIterator[RunContext]:
+        """The context of one run, its toolsets prepared (tools listed) before the prompt is
+        rendered. Connections live in the agent's task group inside ``async with agent:``,
+        else in the run's own."""
+        async with AsyncExitStack() as host:
+            group = self._lifetime_tg or await host.enter_async_context(_task_group())
+            async with RunContext.open(
+                run_id=run_id,
+                files_dir=self.files_dir,
+                deps=deps,
+                task_group=group,
+                shared=self._lifetime_tg is not None,
+            ) as ctx:
+                await self._prepare_tools(ctx)
+                yield ctx
+
+    async def _prepare_tools(self, ctx: RunContext) -> None:
+        """Let toolsets list their tools before the prompt is rendered; re-declare on change."""
+        for toolset in self.registry.toolsets:
+            await toolset.prepare(ctx)
+        if self.registry.toolsets:
+            registry = ToolRegistry(self._tool_items)
+            if list(registry.tools.values()) != list(self.registry.tools.values()):
+                if _declared(registry) != _declared(self.registry):
+                    self._prefix = None  # the developer message changes
+                self.registry = registry
 
     # --- prompts ---------------------------------------------------------------------------
 
@@ -235,6 +303,24 @@ async def _finish(run: Run, on_event: Callable[[Event], Any] | None = None) -> R
     if run.result is None:  # events() either finishes with a result or raises
         raise RuntimeError("the run ended without a result or an error")
     return run.result
+
+
+def _declared(registry: ToolRegistry) -> list[tuple[str, str, Any]]:
+    return [(t.recipient, t.description, t.parameters) for t in registry.tools.values()]
+
+
+@asynccontextmanager
+async def _task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """A task group for a run's background tasks (they never raise), which lets the run's
+    own exception through as it is instead of wrapped in an ExceptionGroup."""
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            (exc,) = group.exceptions
+            raise exc from exc.__cause__
+        raise
 
 
 def _recorder(trace: str | Path | Recorder | None) -> Recorder | None:

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -166,6 +167,20 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
         help="the URL where --search-dir is served (results link there)",
     )
     parser.add_argument("--searxng", metavar="URL", help="search with this SearXNG instance")
+    parser.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="SERVER",
+        help="an MCP server's tools (repeatable): 'stdio:COMMAND ARGS...' or "
+        "http://HOST:PORT/mcp (needs harmony-agent[mcp])",
+    )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="record the run as OpenTelemetry spans, exported with the OTEL_EXPORTER_OTLP_* "
+        "settings (to stderr as JSON when no endpoint is set)",
+    )
     parser.add_argument("--instructions", help="developer instructions")
     parser.add_argument(
         "--effort",
@@ -297,10 +312,41 @@ def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
     return tools
 
 
+def mcp_servers(specs: Sequence[str]) -> list[Toolset]:
+    """``--mcp`` values → MCP toolsets: ``stdio:COMMAND ARGS...`` or an http(s) URL."""
+    servers: list[Toolset] = []
+    for spec in specs:
+        if spec.startswith("stdio:"):
+            from harmony_agent.tools.mcp import MCPServerStdio
+
+            words = shlex.split(spec[len("stdio:") :])
+            if not words:
+                raise ConfigurationError(f"--mcp {spec!r}: name the command, e.g. 'stdio:npx srv'")
+            servers.append(MCPServerStdio(words[0], args=words[1:]))
+        elif spec.startswith(("http://", "https://")):
+            from harmony_agent.tools.mcp import MCPServerStreamableHTTP
+
+            servers.append(MCPServerStreamableHTTP(spec))
+        else:
+            raise ConfigurationError(
+                f"--mcp {spec!r}: expected 'stdio:COMMAND ARGS...' or http://HOST:PORT/mcp"
+            )
+    return servers
+
+
+def _tracer_provider(args: argparse.Namespace) -> Any:
+    if not getattr(args, "otel", False):
+        return None
+    from ._otel import cli_tracer_provider
+
+    return cli_tracer_provider()
+
+
 def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
     return Agent(
         args.instructions,
-        tools=[*builtin_tools(args), *load_tools(args.tools)],
+        tools=[*builtin_tools(args), *load_tools(args.tools), *mcp_servers(args.mcp)],
+        tracer_provider=_tracer_provider(args),
         engine=engine,
         reasoning_effort=args.effort,
         max_turns=args.max_turns,
@@ -354,31 +400,36 @@ async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 async def _cmd_chat(args: argparse.Namespace, out: Console, err: Console) -> int:
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
-    history = None
     async with engine:
         agent = _agent(args, engine)
-        while True:
-            if sys.stdin.isatty():
-                err.print("[bold green]you>[/] ", end="")
-            line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-            message = line.strip()
-            if not message or message in {"exit", "quit"}:
-                return 0
-            view = _view(args, err)
+        async with agent:  # one connection per MCP server for the whole chat
+            return await _chat_loop(agent, args, out, err)
 
-            def show(event: Any, view: EventView = view) -> None:
-                if args.json:
-                    out.file.write(event_to_json(event) + "\n")
-                    out.file.flush()
-                else:
-                    view.handle(event)
 
-            try:
-                history = await agent.run(message, history=history, on_event=show)
-            finally:
-                view.stop()
-            if not args.json:
-                view.answer(out, history.final_text)
+async def _chat_loop(agent: Any, args: argparse.Namespace, out: Console, err: Console) -> int:
+    history = None
+    while True:
+        if sys.stdin.isatty():
+            err.print("[bold green]you>[/] ", end="")
+        line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        message = line.strip()
+        if not message or message in {"exit", "quit"}:
+            return 0
+        view = _view(args, err)
+
+        def show(event: Any, view: EventView = view) -> None:
+            if args.json:
+                out.file.write(event_to_json(event) + "\n")
+                out.file.flush()
+            else:
+                view.handle(event)
+
+        try:
+            history = await agent.run(message, history=history, on_event=show)
+        finally:
+            view.stop()
+        if not args.json:
+            view.answer(out, history.final_text)
 
 
 async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -24,6 +24,7 @@ BENCHES = [
     ("bench_concurrency.py", sys.executable),
     ("bench_python_tool.py", sys.executable),
     ("bench_browser.py", sys.executable),
+    ("bench_mcp.py", sys.executable),
     ("bench_engines.py", str(VLLM_PYTHON)),
 ]
 

@@ -35,6 +35,15 @@ def test_custom_tool():
     assert '{"notes":["Meeting moved to Friday"]}' in proc.stdout  # the `note` alias was accepted
 
 
+def test_mcp_tools():
+    proc = run_example("mcp_tools.py")
+    assert proc.returncode == 0, proc.stderr
+    assert 'functions.notes__search_notes({"query":"paris"}) -> [{"id":1,' in proc.stdout
+    assert '-> {"id":4,"text":"Pack an umbrella for Paris","tags":["travel"]}' in proc.stdout
+    # exclude= kept the destructive tool away from the model
+    assert "declared: functions.notes__add_note, functions.notes__search_notes\n" in proc.stdout
+
+
 def test_batch(tmp_path):
     tasks = [f"count these {n} words please" for n in range(40)]
     (tmp_path / "tasks.txt").write_text("\n".join(tasks))

@@ -26,6 +26,8 @@ TOP_LEVEL = [
     "Event",
     "FunctionTool",
     "HarmonyAgentError",
+    "MCPServerStdio",
+    "MCPServerStreamableHTTP",
     "RunContext",
     "RunResult",
     "RunUsage",
@@ -35,7 +37,9 @@ TOP_LEVEL = [
     "__version__",
     "errors",
     "events",
+    "instrument",
     "tool",
+    "uninstrument",
 ]
 
 

@@ -7,7 +7,9 @@ arguments (jsonschema, one cached validator per tool), applies the timeout, and 
 :class:`ToolResult` whose text the model reads — a tool never crashes the run.
 
 A :class:`Toolset` groups tools that share a namespace and per-run state (the browser, the
-Python sandbox) and says how the namespace is declared in the system message.
+Python sandbox) and says how the namespace is declared in the system message. Its
+:meth:`Toolset.prepare` runs when a run starts (an MCP server lists its tools there) and
+:meth:`Toolset.aclose` when the agent is closed.
 
 Example — a tool written by hand::
 
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 import jsonschema
 import pydantic
 import pydantic_core
@@ -82,6 +85,11 @@ class RunContext:
     run_id: str
     files_dir: Path
     deps: Any = None
+    #: a task group that outlives the run's resources, for background tasks such as a server
+    #: connection: the agent's inside ``async with agent:`` (then ``shared`` is true and what
+    #: it runs may serve later runs), else one that ends with this run
+    task_group: anyio.abc.TaskGroup | None = None
+    shared: bool = False
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
     _resources: dict[str, Any] = field(default_factory=dict, repr=False)
     _locks: dict[str, anyio.Lock] = field(default_factory=dict, repr=False)
@@ -90,7 +98,13 @@ class RunContext:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, *, run_id: str | None = None, files_dir: Path | None = None, deps: Any = None
+        cls,
+        *,
+        run_id: str | None = None,
+        files_dir: Path | None = None,
+        deps: Any = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+        shared: bool = False,
     ) -> AsyncIterator[RunContext]:
         """A context whose resources are closed on exit (the agent opens one per run)."""
         run_id = run_id or uuid.uuid4().hex[:12]
@@ -100,7 +114,13 @@ class RunContext:
                 # others may traverse (not list) it: sandboxed tools run as unprivileged users
                 files_dir.chmod(0o711)
             files_dir.mkdir(parents=True, exist_ok=True)
-            ctx = cls(run_id=run_id, files_dir=files_dir, deps=deps)
+            ctx = cls(
+                run_id=run_id,
+                files_dir=files_dir,
+                deps=deps,
+                task_group=task_group,
+                shared=shared,
+            )
             try:
                 yield ctx
             finally:
@@ -294,3 +314,15 @@ class Toolset(abc.ABC):
     def system_namespaces(self) -> Sequence[ToolNamespaceConfig]:
         """``openai_harmony.ToolNamespaceConfig`` objects for the system message."""
         return ()
+
+    async def prepare(self, ctx: RunContext) -> None:
+        """Called when a run starts, before its first prompt is rendered.
+
+        A set whose tools live elsewhere (an MCP server) connects and lists them here, so
+        that :meth:`tools` is complete when the prompt declares them.
+        """
+        return None
+
+    async def aclose(self) -> None:
+        """Release what the set keeps across runs (``Agent.aclose`` calls it)."""
+        return None
