@@ -20,24 +20,35 @@ Example::
 from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
 
 from . import errors, events
-from .agent import Agent
+from ._hooks import Deny, Hooks, ReplaceArguments, StopRun, TurnInfo, UsageLimits
+from ._state import RunState
+from .agent import Agent, RunStream
 from .errors import HarmonyAgentError
 from .events import Event
-from .result import RunResult, RunUsage, ToolCallRecord
+from .result import RunResult, RunUsage, ToolCallRecord, ToolCallRequest
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "Deny",
     "Event",
     "FunctionTool",
     "HarmonyAgentError",
+    "Hooks",
+    "ReplaceArguments",
     "RunContext",
     "RunResult",
+    "RunState",
+    "RunStream",
     "RunUsage",
+    "StopRun",
     "Tool",
     "ToolCallRecord",
+    "ToolCallRequest",
     "Toolset",
+    "TurnInfo",
+    "UsageLimits",
     "__version__",
     "errors",
     "events",

@@ -28,6 +28,7 @@ __all__ = [
     "CallTool",
     "Finish",
     "NextStep",
+    "Pause",
     "Resample",
     "Sampled",
     "final_text",
@@ -75,13 +76,22 @@ class CallTool:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """The turn ended in a tool call that needs approval: ask for it before the tool runs."""
+
+    sampled: Sampled
+    call: Message
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """No tool call: this turn's messages are the answer."""
 
     sampled: Sampled
 
 
-NextStep = Resample | CallTool | Finish
+NextStep = Resample | CallTool | Pause | Finish
 
 
 def request_for(

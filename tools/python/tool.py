@@ -21,7 +21,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 from harmony_agent.errors import ConfigurationError
-from harmony_agent.tools.base import RunContext, Tool, Toolset
+from harmony_agent.tools.base import (
+    ApprovalPolicy,
+    RunContext,
+    Tool,
+    Toolset,
+    check_approval_policy,
+)
 from openai_harmony import ToolNamespaceConfig
 
 from ._session import ExecResult, Limits, SandboxSession, bubblewrap_available
@@ -63,6 +69,8 @@ class PythonTool(Toolset):
         python: the interpreter inside the sandbox (its packages are what the code can import).
         limits: CPU, memory, file size, open files, processes, /mnt/data quota.
         max_output_chars: output kept per stream (head and tail), the rest is counted.
+        needs_approval: ``True`` or a callable ``(ctx, call) -> bool``: the run pauses before
+            running code until the call is approved (``Agent.resume``).
     """
 
     def __init__(
@@ -73,6 +81,7 @@ class PythonTool(Toolset):
         python: str = "/usr/bin/python3",
         limits: Limits | None = None,
         max_output_chars: int = 20_000,
+        needs_approval: ApprovalPolicy = False,
     ) -> None:
         if isolation not in ("auto", "bubblewrap", "process"):
             raise ConfigurationError(
@@ -86,6 +95,7 @@ class PythonTool(Toolset):
         self.limits = limits or Limits()
         self.max_output_chars = max_output_chars
         self._tool = _PythonCall(self)
+        self._tool.needs_approval = check_approval_policy(needs_approval, "python")
 
     @property
     def mode(self) -> Literal["bubblewrap", "process"]:
