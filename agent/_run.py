@@ -178,14 +178,21 @@ class Run:
             raise
 
     def partial_result(self) -> RunResult:
-        """The run up to now, for the error that ends it: ``status == "error"``."""
+        """The run up to now, for the error that ends it: ``status == "error"``.
+
+        ``prompt_ids`` is the prompt of the last turn (sent, or being sent when that failed),
+        ``token_ids`` the transcript as it stands, with the last sampled output when no step
+        appended it.
+        """
         sampled = self.sampled
-        prompt = self.transcript.view().tolist()
-        appended = sampled is None or (
-            len(prompt) >= len(sampled.prompt) + len(sampled.output)
-            and prompt[len(sampled.prompt) : len(sampled.prompt) + len(sampled.output)]
-            == sampled.output
-        )
+        transcript = self.transcript.view().tolist()
+        if sampled is None:
+            prompt, tokens = transcript, transcript
+        else:
+            prompt = sampled.prompt.tolist()
+            end = len(prompt) + len(sampled.output)
+            appended = transcript[len(prompt) : end] == sampled.output
+            tokens = transcript if appended else [*prompt, *sampled.output]
         return RunResult(
             run_id=self.run_id,
             final_text="",
@@ -194,8 +201,9 @@ class Run:
             events=self.events_seen,
             messages=self.messages,
             prompt_ids=prompt,
-            token_ids=prompt if appended else [*prompt, *sampled.output],  # type: ignore[union-attr]
+            token_ids=tokens,
             finish_reason=sampled.finish_reason if sampled is not None else "error",
+            truncated=sampled is not None and sampled.finish_reason == "length",
             status="error",
         )
 
