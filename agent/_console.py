@@ -14,11 +14,13 @@ from rich.status import Status
 from rich.text import Text
 
 from .events import (
+    ApprovalRequested,
     ErrorEvent,
     Event,
     PreambleDelta,
     ReasoningDelta,
     RunFinished,
+    RunPaused,
     RunStarted,
     TextDelta,
     ToolCallEvent,
@@ -101,6 +103,8 @@ class EventView:
             case WarningEvent():
                 self._break()
                 self.console.print(Text(f"warning: {event.message}", style="yellow"))
+            case ApprovalRequested() | RunPaused():
+                self.stop()  # the CLI asks, or says how to resume
             case ErrorEvent():
                 self.stop()  # the CLI prints the one-line reason itself
             case RunFinished():

@@ -2,7 +2,9 @@
 
 The answer goes to stdout; reasoning, tool activity, warnings and usage to stderr.
 ``--json`` prints one JSON event per line on stdout instead. Exit codes: 0 answered,
-1 the run failed, 2 bad usage or configuration, 130 interrupted.
+1 the run failed, 2 bad usage or configuration, 3 paused waiting for approval of a tool call
+(``--approve none``; ``harmony-agent resume TRACE --approve CALL_ID`` goes on), 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import json
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +32,11 @@ from harmony_agent.tools.function import tool as make_tool
 from rich.console import Console
 
 from ._console import EventView, Prices
-from .agent import Agent
-from .errors import ConfigurationError, HarmonyAgentError
-from .events import Event, RunFinished, event_to_json
+from ._hooks import Approver, Decision, UsageLimits
+from .agent import Agent, RunStream
+from .errors import ConfigurationError, HarmonyAgentError, UsageLimitExceeded
+from .events import Event, RunFinished, RunPaused, event_to_json
+from .result import ToolCallRequest
 
 __all__ = ["build_parser", "load_tools", "main", "make_engine"]
 
@@ -41,6 +47,19 @@ _FLAGS = {
     "model": "--model",
     "api_key_env": "--api-key-env",
 }
+
+#: the CLI option for each UsageLimits figure
+_LIMIT_FLAGS = {
+    "max_tool_calls": "--max-tool-calls",
+    "max_input_tokens": "--max-input-tokens",
+    "max_output_tokens": "--max-output-tokens",
+    "max_total_tokens": "--max-total-tokens",
+    "max_cost_usd": "--max-cost",
+    "max_wall_s": "--max-wall",
+}
+
+#: exit code of a run that paused, waiting for approval of a tool call
+EXIT_PAUSED = 3
 
 
 def make_engine(
@@ -55,6 +74,8 @@ def _with_flags(exc: HarmonyAgentError, *, first_line: bool = False) -> str:
     """The error's message (or its first line), with the options that fix it: library
     messages name settings, not options."""
     flags = dict.fromkeys(_FLAGS[s] for s in exc.settings if s in _FLAGS)
+    if isinstance(exc, UsageLimitExceeded) and exc.limit in _LIMIT_FLAGS:
+        flags[_LIMIT_FLAGS[exc.limit]] = None
     text = str(exc) or type(exc).__name__
     if first_line:
         text = text.splitlines()[0]
@@ -175,6 +196,24 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
     )
     parser.add_argument("--max-turns", type=int, default=30, help="model turns before giving up")
     parser.add_argument("--max-tokens", type=int, default=8192, help="sampling limit per turn")
+    parser.add_argument(
+        "--max-tool-calls", type=int, metavar="N", help="stop the run before tool call N+1"
+    )
+    parser.add_argument(
+        "--max-input-tokens", type=int, metavar="N", help="stop before input tokens pass N"
+    )
+    parser.add_argument(
+        "--max-output-tokens", type=int, metavar="N", help="stop once output tokens pass N"
+    )
+    parser.add_argument(
+        "--max-total-tokens", type=int, metavar="N", help="stop before input+output pass N"
+    )
+    parser.add_argument(
+        "--max-cost", type=float, metavar="USD", help="stop once the run costs more (--price-*)"
+    )
+    parser.add_argument(
+        "--max-wall", type=float, metavar="SECONDS", help="stop once the run takes longer"
+    )
     parser.add_argument("--temperature", type=float, help="sampling temperature (engine default)")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON event per line on stdout"
@@ -219,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the run to FILE as JSON lines (resume, replay, trace view)",
     )
+    _approve_option(run, "--approve")
 
     chat = sub.add_parser(
         "chat",
@@ -227,16 +267,34 @@ def build_parser() -> argparse.ArgumentParser:
         "Earlier reasoning is dropped between your messages, as Harmony prescribes.",
     )
     _agent_options(chat)
+    _approve_option(chat, "--approve", modes=("ask", "all"))
 
     resume = sub.add_parser(
         "resume",
-        help="continue a run that stopped, from its last complete step",
-        description="Continue the run recorded in TRACE (after a crash, Ctrl-C or an engine "
-        "failure) from its last complete step, appending to the same trace. Give the same "
-        "--tools as the original run.",
+        help="continue a run that stopped or paused, from its last complete step",
+        description="Continue the run recorded in TRACE (after a crash, Ctrl-C, an engine "
+        "failure, or a pause for approval) from its last complete step, appending to the same "
+        "trace. Give the same --tools as the original run. A paused run needs a decision on "
+        "the call it waits on: --approve CALL_ID or --reject CALL_ID[:REASON].",
     )
     resume.add_argument("trace", metavar="TRACE", help="the trace file of the run")
     _agent_options(resume)
+    resume.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="CALL_ID",
+        dest="approve_ids",
+        help="run this pending tool call (repeatable)",
+    )
+    resume.add_argument(
+        "--reject",
+        action="append",
+        default=[],
+        metavar="CALL_ID[:REASON]",
+        help="decline this pending tool call; the model reads the reason (repeatable)",
+    )
+    _approve_option(resume, "--approve-next", default=None)
 
     replay = sub.add_parser(
         "replay",
@@ -262,6 +320,26 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="FILE", help="where to write the page (default: TRACE with .html)"
     )
     return parser
+
+
+def _approve_option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    modes: Sequence[str] = ("ask", "all", "none"),
+    default: str | None = "all",
+) -> None:
+    parser.add_argument(
+        flag,
+        choices=modes,
+        default=default,
+        dest="approve_mode",
+        help="tool calls: ask = confirm each one (y/n, in a terminal); all = run them all"
+        + ("; none = pause the run at the first one, to resume later" if "none" in modes else "")
+        + (
+            f" (default {default})" if default else " (default: none when the run paused, else all)"
+        ),
+    )
 
 
 def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
@@ -292,7 +370,22 @@ def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
     return tools
 
 
+def _limits(args: argparse.Namespace) -> UsageLimits:
+    return UsageLimits(
+        max_tool_calls=args.max_tool_calls,
+        max_input_tokens=args.max_input_tokens,
+        max_output_tokens=args.max_output_tokens,
+        max_total_tokens=args.max_total_tokens,
+        max_cost_usd=args.max_cost,
+        max_wall_s=args.max_wall,
+        price_input=args.price_input,
+        price_cached=args.price_cached,
+        price_output=args.price_output,
+    )
+
+
 def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
+    mode = getattr(args, "approve_mode", None) or "all"
     return Agent(
         args.instructions,
         tools=[*builtin_tools(args), *load_tools(args.tools)],
@@ -301,7 +394,75 @@ def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
         max_turns=args.max_turns,
         max_tokens_per_turn=args.max_tokens,
         temperature=args.temperature,
+        usage_limits=_limits(args),
+        needs_approval=mode != "all",
     )
+
+
+def _approve_all(ctx: Any, call: ToolCallRequest) -> Decision:
+    return True
+
+
+def _ask_in_terminal(err: Console) -> Approver:
+    """An approver that shows each call and asks y/n on the terminal (stderr and stdin)."""
+
+    def ask(call: ToolCallRequest) -> Decision:
+        shown = call.arguments if call.arguments is not None else call.raw_arguments
+        text = shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False, indent=2)
+        err.print(f"[bold yellow]approve[/] {call.recipient} [dim](call {call.call_id})[/]")
+        err.print(text, markup=False, highlight=False)
+        while True:
+            err.print("run it? [y]es / [n]o / or type a reason to decline: ", end="", markup=False)
+            line = sys.stdin.readline()
+            if not line:  # EOF: nobody is there to approve
+                return "no answer (end of input)"
+            answer = line.strip()
+            if answer.lower() in ("y", "yes"):
+                return True
+            if answer.lower() in ("n", "no"):
+                return False
+            if answer:
+                return answer
+
+    async def approver(ctx: Any, call: ToolCallRequest) -> Decision:
+        return await anyio.to_thread.run_sync(ask, call, abandon_on_cancel=True)
+
+    return approver
+
+
+def _approver(args: argparse.Namespace, err: Console) -> Approver | None:
+    """How calls that need approval are decided: asked (ask), run (all) or paused (none)."""
+    mode = args.approve_mode or "all"
+    if mode == "ask":
+        if not sys.stdin.isatty():
+            raise ConfigurationError(
+                "--approve ask needs a terminal to ask in (stdin is not one); use --approve "
+                "none to pause at the first call and resume with `harmony-agent resume`"
+            )
+        return _ask_in_terminal(err)
+    return _approve_all if mode == "all" else None
+
+
+def _trace_for_pause(args: argparse.Namespace, err: Console) -> None:
+    """A paused run must be written somewhere to be resumed: a trace by default."""
+    if args.approve_mode == "none" and not args.trace:
+        args.trace = f"harmony-agent-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        err.print(f"[dim]writing the run to {args.trace} (--approve none pauses it)[/]")
+
+
+def _paused(args: argparse.Namespace, err: Console, event: RunPaused, stream: RunStream) -> int:
+    err.print(f"[bold yellow]paused[/]: waiting for approval; the run is in {args.trace}")
+    for call in stream.result.interruptions:
+        shown = call.arguments if call.arguments is not None else call.raw_arguments
+        arguments = shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False)
+        err.print(f"  call {call.call_id}: {call.recipient} {arguments}", markup=False)
+        err.print(
+            f"  resume: harmony-agent resume {args.trace} --approve {call.call_id}"
+            f"   (or --reject {call.call_id}:REASON), with the same --engine and --tools",
+            markup=False,
+            highlight=False,
+        )
+    return EXIT_PAUSED
 
 
 def _view(args: argparse.Namespace, err: Console) -> EventView:
@@ -313,10 +474,13 @@ def _view(args: argparse.Namespace, err: Console) -> EventView:
 
 
 async def _drive(
-    events: AsyncGenerator[Event, None], args: argparse.Namespace, out: Console, view: EventView
-) -> RunFinished | None:
-    """Show a run's events; returns its RunFinished event (None if it did not finish)."""
-    finished = None
+    events: AsyncGenerator[Event, None] | RunStream,
+    args: argparse.Namespace,
+    out: Console,
+    view: EventView,
+) -> RunFinished | RunPaused | None:
+    """Show a run's events; returns its RunFinished or RunPaused event (None if neither)."""
+    finished: RunFinished | RunPaused | None = None
     try:
         async with contextlib.aclosing(events) as stream:
             async for event in stream:
@@ -325,24 +489,30 @@ async def _drive(
                     out.file.flush()
                 else:
                     view.handle(event)
-                if event.type == "run_finished":
+                if event.type in ("run_finished", "run_paused"):
                     finished = event
     finally:
         view.stop()
-    if finished is not None and not args.json:
+    if isinstance(finished, RunFinished) and not args.json:
         view.answer(out, finished.final_text)
     return finished
 
 
 async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    approver = _approver(args, err)
+    _trace_for_pause(args, err)
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
     async with engine:
         agent = _agent(args, engine)
-        await _drive(agent.stream(args.task, trace=args.trace), args, out, _view(args, err))
+        stream = agent.stream(args.task, trace=args.trace, approver=approver)
+        end = await _drive(stream, args, out, _view(args, err))
+    if isinstance(end, RunPaused):
+        return _paused(args, err, end, stream)
     return 0
 
 
 async def _cmd_chat(args: argparse.Namespace, out: Console, err: Console) -> int:
+    approver = _approver(args, err)
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
     history = None
     async with engine:
@@ -364,7 +534,9 @@ async def _cmd_chat(args: argparse.Namespace, out: Console, err: Console) -> int
                     view.handle(event)
 
             try:
-                history = await agent.run(message, history=history, on_event=show)
+                history = await agent.run(
+                    message, history=history, on_event=show, approver=approver
+                )
             finally:
                 view.stop()
             if not args.json:
@@ -375,6 +547,10 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
     from .trace import load_trace
 
     state = load_trace(args.trace).resume_state()
+    decisions = _decisions(args, state.pending)
+    if args.approve_mode is None:  # a run that paused keeps pausing; others run their calls
+        args.approve_mode = "none" if state.pending else "all"
+    approver = _approver(args, err)
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
     async with engine:
         agent = _agent(args, engine)
@@ -383,8 +559,37 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
                 f"[dim]resuming run {state.run_id} at turn {state.next_turn + 1} "
                 f"({len(state.tool_calls)} tool calls done)[/]"
             )
-        await _drive(agent.resume_stream(state, trace=args.trace), args, out, _view(args, err))
+        stream = agent.resume_stream(state, approve=decisions, trace=args.trace, approver=approver)
+        end = await _drive(stream, args, out, _view(args, err))
+    if isinstance(end, RunPaused):
+        return _paused(args, err, end, stream)
     return 0
+
+
+def _decisions(args: argparse.Namespace, pending: list[ToolCallRequest]) -> dict[str, Decision]:
+    """--approve / --reject as ``Agent.resume``'s decisions, checked against the pending calls."""
+    decisions: dict[str, Decision] = dict.fromkeys(args.approve_ids, True)
+    for item in args.reject:
+        call_id, _, reason = item.partition(":")
+        decisions[call_id] = reason or False
+    waiting = ", ".join(f"{p.call_id} ({p.recipient} {p.raw_arguments})" for p in pending)
+    if pending and not decisions:
+        first = pending[0].call_id
+        raise ConfigurationError(
+            f"the run is paused, waiting for approval of {waiting}: pass --approve {first} "
+            f"or --reject {first}[:REASON]"
+        )
+    if decisions and not pending:
+        raise ConfigurationError(
+            "the run is not waiting for approval of any call; drop --approve/--reject"
+        )
+    unknown = sorted(set(decisions) - {p.call_id for p in pending})
+    if unknown:
+        raise ConfigurationError(
+            f"--approve/--reject name {', '.join(unknown)}, which the run is not waiting on; "
+            f"it waits on {waiting}"
+        )
+    return decisions
 
 
 async def _cmd_replay(args: argparse.Namespace, out: Console, err: Console) -> int:
