@@ -97,7 +97,7 @@ def declined_result(decision: Decision) -> ToolResult:
     reason = decision.strip() if isinstance(decision, str) else ""
     text = "The user declined this tool call; it was not run."
     if reason:
-        text += f" Reason: {reason}"
+        text += f" Reason: {reason.rstrip('.')}."
     text += " Do not call it again as is: go on without it, or ask the user."
     return ToolResult(text, ok=False, error_kind="rejected")
 
