@@ -352,3 +352,23 @@ def test_builtin_tools_take_needs_approval():
         BrowserTool(needs_approval={"clik": True})
     with pytest.raises(ConfigurationError, match="must be True, False or a callable"):
         tool(needs_approval="yes")(add.handler)  # type: ignore[arg-type]
+
+
+def test_a_replay_gives_each_call_the_decision_it_got(tmp_path):
+    from harmony_agent.replay import Replay
+
+    path = tmp_path / "run.jsonl"
+    agent, _ = agent_with([CALL_PAY])
+    state = agent.run_sync("pay Ada 5", trace=path).state
+    fresh, _ = agent_with([ADAPT])
+    resume(fresh, state, approve={state.pending[0].call_id: False}, trace=path)
+    replay = Replay(path)
+    player = Agent(
+        "Be careful with money.",
+        tools=[pay, add],
+        engine=replay.engine,
+        conversation_start_date=DATE,
+    )
+    outcome = replay.run_sync(player)
+    assert outcome.result.status == "finished" and ran == []  # declined again, not paused
+    assert outcome.result.tool_calls[0].error_kind == "rejected" and outcome.changes == []
