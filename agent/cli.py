@@ -489,7 +489,7 @@ async def _drive(
                     out.file.flush()
                 else:
                     view.handle(event)
-                if event.type in ("run_finished", "run_paused"):
+                if isinstance(event, RunFinished | RunPaused):
                     finished = event
     finally:
         view.stop()

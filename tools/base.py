@@ -81,7 +81,7 @@ ApprovalPolicy = bool | Callable[[Any, Any], bool | Awaitable[bool]]
 def check_approval_policy(policy: Any, name: str) -> ApprovalPolicy:
     """``policy`` if it is one (a bool or a callable), else a :class:`ConfigurationError`."""
     if isinstance(policy, bool) or callable(policy):
-        return policy
+        return policy  # pyright: ignore[reportReturnType]  # a callable's return is checked per call
     raise ConfigurationError(
         f"needs_approval of {name} must be True, False or a callable (ctx, call) -> bool, "
         f"got {policy!r}"
