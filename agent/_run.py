@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, assert_never
 
 from harmony_agent.engine.base import FinishReason, TokenUsage
@@ -261,11 +261,14 @@ class Run:
             if self.result is not None:
                 return
             call = self.calls[-1] if len(self.calls) > calls_before else None
-            await self._turn_end(ctx, TurnInfo(turn, self.usage, call))
+            await self._turn_end(ctx, TurnInfo(turn, self._usage_now(), call))
         raise MaxTurnsError(
             f"no final answer after {self.agent.max_turns} turns ({len(self.calls)} tool calls). "
             "Raise max_turns, or make the task or the tools' descriptions clearer."
         )
+
+    def _usage_now(self) -> RunUsage:
+        return RunUsage(**asdict(self.usage))
 
     async def _turn_end(self, ctx: RunContext, info: TurnInfo) -> None:
         stop = await self.hooks.turn_end(ctx, info)
@@ -284,7 +287,7 @@ class Run:
             prompt_ids=self.transcript.view().tolist(),
             next_turn=next_turn,
             tool_calls=list(self.calls),
-            usage=RunUsage(**asdict(self.usage)),
+            usage=self._usage_now(),
             pending=list(self.pending),
             wall_s=self.wall_s(),
         )
@@ -374,11 +377,11 @@ class Run:
         request, tool = self._request(last, last.recipient)
         if not isinstance(tool, Tool):
             return False
-        try:
-            tool.parse_arguments(request.raw_arguments)
+        try:  # the policy sees the arguments the tool would run with (aliases resolved)
+            arguments = tool.parse_arguments(request.raw_arguments)
         except Exception:  # the tool will refuse them, with the reason, without running
             return False
-        return await needs_approval(tool, self.approval, ctx, request)
+        return await needs_approval(tool, self.approval, ctx, replace(request, arguments=arguments))
 
     def decide(self, sampled: Sampled, *, needs_approval: bool = False) -> NextStep:
         """The next step for what ``sampled`` holds (``needs_approval``: whether its call must
@@ -610,7 +613,7 @@ class Run:
                 async for event in events:
                     yield event
             if self.calls:
-                await self._turn_end(ctx, TurnInfo(request.turn, self.usage, self.calls[-1]))
+                await self._turn_end(ctx, TurnInfo(request.turn, self._usage_now(), self.calls[-1]))
 
     # --- finish: this turn's messages are the answer -------------------------------------
 

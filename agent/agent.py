@@ -192,6 +192,12 @@ class Agent:
         approver: Approver | None = None,
     ) -> Run:
         decisions: dict[str, Decision] = {}
+        if history is not None and history.status == "paused":
+            raise ConfigurationError(
+                "this history is a run paused for approval of a tool call; resume it with "
+                "agent.resume(result.state, approve={call_id: True | False | 'reason'}) and "
+                "continue the conversation from that result"
+            )
         if resume is not None:
             decisions = self._check_resume(resume, approve)
         return Run(

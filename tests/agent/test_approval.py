@@ -372,3 +372,30 @@ def test_a_replay_gives_each_call_the_decision_it_got(tmp_path):
     outcome = replay.run_sync(player)
     assert outcome.result.status == "finished" and ran == []  # declined again, not paused
     assert outcome.result.tool_calls[0].error_kind == "rejected" and outcome.changes == []
+
+
+def test_a_paused_result_cannot_be_continued_as_history():
+    from harmony_agent.errors import ConfigurationError
+
+    agent, engine = agent_with([CALL_PAY])
+    paused = agent.run_sync("pay Ada 5")
+    with pytest.raises(ConfigurationError, match="paused for approval of a tool call; resume it"):
+        agent.run_sync("and now?", history=paused)
+    assert len(engine.requests) == 1
+
+
+def test_the_policy_sees_the_arguments_the_tool_runs_with():
+    from harmony_agent.tools.browser import BrowserTool
+
+    seen = []
+
+    def policy(ctx, call):
+        seen.append(call.arguments)
+        return True
+
+    call = '<|channel|>analysis to=browser.open <|constrain|>json<|message|>{"url":"http://127.0.0.1:9/x"}<|call|>'
+    browser = BrowserTool(needs_approval={"open": policy})
+    agent, _ = agent_with([call], tools=[browser])
+    paused = agent.run_sync("open it")
+    assert seen == [{"id": "http://127.0.0.1:9/x"}]  # the model's `url` alias resolved
+    assert paused.interruptions[0].arguments == {"url": "http://127.0.0.1:9/x"}  # as written
