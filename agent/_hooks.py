@@ -238,6 +238,20 @@ class Hooks:
             return outcome
         return dataclasses.replace(result, text=serialize_output(outcome), value=outcome)
 
+    async def around(
+        self, tool: Tool, call: ToolCallRequest, ctx: RunContext
+    ) -> tuple[ToolResult, Any]:
+        """Run an approved call through ``before_tool_call``, the tool and
+        ``after_tool_call``: the result and the arguments it ran with."""
+        verdict = await self.before(ctx, call)
+        if isinstance(verdict, Deny):
+            return ToolResult(verdict.message, ok=False, error_kind="denied"), call.arguments
+        arguments, raw = call.arguments, call.raw_arguments
+        if isinstance(verdict, ReplaceArguments):
+            arguments, raw = verdict.arguments, replaced_raw(tool, verdict.arguments)
+        result = await tool.invoke(raw, ctx)
+        return await self.after(ctx, call, result), arguments
+
     async def turn_end(self, ctx: RunContext, info: TurnInfo) -> StopRun | None:
         if self.on_turn_end is None:
             return None

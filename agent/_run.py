@@ -38,15 +38,12 @@ from . import _harmony as hm
 from ._hooks import (
     Approver,
     Decision,
-    Deny,
     Hooks,
-    ReplaceArguments,
     TurnInfo,
     UsageLimits,
     call_hook,
     declined_result,
     needs_approval,
-    replaced_raw,
 )
 from ._parse import TurnParser
 from ._registry import is_tool_recipient
@@ -59,9 +56,9 @@ from ._turn import (
     Pause,
     Resample,
     Sampled,
+    call_request,
     final_text,
     request_for,
-    resolve_call,
     visible_event,
 )
 from .errors import (
@@ -426,19 +423,9 @@ class Run:
     def _request(
         self, call: Message, recipient: str
     ) -> tuple[ToolCallRequest, Tool | UnknownToolError]:
-        """The next call's request (its id, parsed arguments) and the tool it addresses."""
-        raw = hm.message_text(call)
-        tool, arguments = resolve_call(self.agent.registry, recipient, raw)
-        request = ToolCallRequest(
-            call_id=f"{self.run_id}-{len(self.calls)}",
-            turn=self.turn,
-            recipient=recipient,
-            tool=tool.recipient if isinstance(tool, Tool) else None,
-            channel=call.channel,
-            raw_arguments=raw,
-            arguments=arguments,
+        return call_request(
+            self.agent.registry, call, recipient, self.run_id, self.turn, self.calls
         )
-        return request, tool
 
     def _announce(self, request: ToolCallRequest) -> ToolCallEvent:
         return ToolCallEvent(
@@ -523,16 +510,7 @@ class Run:
             result = declined_result(decision)
         else:
             self.limits.check_before_tool(len(self.calls), request, self.wall_s())
-            verdict = await self.hooks.before(ctx, request)
-            raw = request.raw_arguments
-            if isinstance(verdict, ReplaceArguments):
-                arguments = verdict.arguments
-                raw = replaced_raw(tool, arguments)
-            if isinstance(verdict, Deny):
-                result = ToolResult(verdict.message, ok=False, error_kind="denied")
-            else:
-                result = await tool.invoke(raw, ctx)
-                result = await self.hooks.after(ctx, request, result)
+            result, arguments = await self.hooks.around(tool, request, ctx)
         return ToolCallRecord(
             call_id=request.call_id,
             turn=request.turn,

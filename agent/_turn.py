@@ -22,6 +22,7 @@ from ._state import LoopAgent
 from ._transcript import PromptView
 from .errors import ContextOverflowError, OutputTruncatedError, UnknownToolError
 from .events import Event, PreambleDelta, ReasoningDelta, TextDelta, ToolCallStarted
+from .result import ToolCallRequest
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
@@ -31,6 +32,7 @@ __all__ = [
     "Pause",
     "Resample",
     "Sampled",
+    "call_request",
     "final_text",
     "maybe_json",
     "request_for",
@@ -176,6 +178,29 @@ def resolve_call(
     except UnknownToolError as exc:
         return exc, maybe_json(raw)
     return tool, (raw if tool.parameters is None else maybe_json(raw))
+
+
+def call_request(
+    registry: ToolRegistry,
+    call: Message,
+    recipient: str,
+    run_id: str,
+    turn: int,
+    calls_done: Sequence[object],
+) -> tuple[ToolCallRequest, Tool | UnknownToolError]:
+    """The request of a run's next call (its id numbers the run's calls) and its tool."""
+    raw = message_text(call)
+    tool, arguments = resolve_call(registry, recipient, raw)
+    request = ToolCallRequest(
+        call_id=f"{run_id}-{len(calls_done)}",
+        turn=turn,
+        recipient=recipient,
+        tool=tool.recipient if isinstance(tool, Tool) else None,
+        channel=call.channel,
+        raw_arguments=raw,
+        arguments=arguments,
+    )
+    return request, tool
 
 
 def maybe_json(raw: str) -> Any:
