@@ -19,6 +19,14 @@ def __getattr__(name: str):  # heavy engines are imported on first use
         from .openai_http import OpenAICompatibleEngine
 
         return OpenAICompatibleEngine
+    if name == "LlamaServerEngine":
+        from .llama_server import LlamaServerEngine
+
+        return LlamaServerEngine
+    if name == "LlamaCppEngine":
+        from .llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine
     if name == "VLLMEngine":
         from .vllm import VLLMEngine
 
@@ -39,6 +47,8 @@ __all__ = [
     "FinishReason",
     "FunctionEngine",
     "GenerationRequest",
+    "LlamaCppEngine",
+    "LlamaServerEngine",
     "OpenAICompatibleEngine",
     "ReplayEngine",
     "ScriptedEngine",

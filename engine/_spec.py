@@ -19,7 +19,8 @@ DEFAULT_MODEL = "openai/gpt-oss-20b"
 def engine_from_spec(
     spec: str | None = None, *, model: str | None = None, api_key_env: str | None = None
 ) -> Engine:
-    """``vllm``, ``vllm:MODEL_OR_PATH`` (in-process) or ``http(s)://HOST:PORT/v1`` (a server).
+    """``vllm``, ``vllm:MODEL_OR_PATH`` (in-process) or ``http(s)://HOST:PORT/v1`` (a server);
+    ``llama-server:http://HOST:PORT`` (llama.cpp's server) or ``llamacpp:PATH.gguf`` (in-process).
 
     ``None`` reads ``$HARMONY_AGENT_ENGINE`` (default ``vllm``); the model defaults to
     ``$HARMONY_AGENT_MODEL``. An ``https://…fireworks.ai…`` URL selects the Fireworks flavour.
@@ -39,6 +40,24 @@ def engine_from_spec(
         if flavor == "fireworks" and api_key_env is None:
             api_key_env = "FIREWORKS_API_KEY"
         return OpenAICompatibleEngine(spec, model=model, api_key_env=api_key_env, flavor=flavor)
+    if spec.startswith(("llama-server:", "llamacpp:")):
+        return _llama_engine(spec)
     raise ConfigurationError(
-        f"unknown engine {spec!r}: use vllm[:MODEL_OR_PATH], http://HOST:PORT/v1 or scripted:FILE"
+        f"unknown engine {spec!r}: use vllm[:MODEL_OR_PATH], http://HOST:PORT/v1, "
+        "llama-server:http://HOST:PORT, llamacpp:PATH.gguf or scripted:FILE"
     )
+
+
+def _llama_engine(spec: str) -> Engine:
+    kind, _, target = spec.partition(":")
+    if kind == "llama-server":
+        from .llama_server import LlamaServerEngine
+
+        return LlamaServerEngine(target or "http://127.0.0.1:8080")
+    if not target:
+        raise ConfigurationError(
+            "llamacpp: needs the path of a gpt-oss GGUF, e.g. llamacpp:gpt-oss-20b-mxfp4.gguf"
+        )
+    from .llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine(target)
