@@ -83,9 +83,12 @@ VLLM_PYTEST := -W ignore::DeprecationWarning -W ignore::FutureWarning -W ignore:
 test-vllm: setup-vllm
 	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/engine $(VLLM_PYTEST)
 
-# llama.cpp's tests: in-process llama-cpp-python and a llama-server on 127.0.0.1.
-test-llamacpp: setup-llamacpp
-	$(LLAMACPP_VENV)/bin/python -m pytest -m llamacpp tests/engine -W ignore::DeprecationWarning -W ignore::FutureWarning
+# llama.cpp's tests: in-process llama-cpp-python and a llama-server on 127.0.0.1; the greedy
+# tokens are checked against vLLM's on the same weights (vLLM runs in its own environment).
+LLAMACPP_PYTEST := -W ignore::DeprecationWarning -W ignore::FutureWarning -W ignore::ResourceWarning
+test-llamacpp: setup-llamacpp setup-vllm
+	HARMONY_AGENT_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
+	  $(LLAMACPP_VENV)/bin/python -m pytest -m llamacpp tests/engine $(LLAMACPP_PYTEST)
 
 test: test-core test-vllm test-llamacpp
 

@@ -13,9 +13,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from .tiny_gptoss import build, chains
 
@@ -91,3 +97,40 @@ def build_gguf(work_dir: Path, encode) -> tuple[Path, Path]:
     model_dir = build(work_dir / "hf", [*chains(encode), CHAIN_ONE_GAP])
     write_tokenizer(model_dir, work_dir)
     return model_dir, convert(model_dir, work_dir / "tiny-gptoss-bf16.gguf")
+
+
+@contextmanager
+def llama_server(
+    gguf: Path, *, slots: int = 2, ctx: int = 4096, args: tuple[str, ...] = (), timeout: float = 120
+) -> Iterator[str]:
+    """``llama-server`` for ``gguf`` on a free 127.0.0.1 port (``ctx`` shared by ``slots``,
+    ``args`` added to the command line); yields its base URL once ``/health`` answers, and
+    stops it by its pid."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(llama_server_binary()), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["-c", str(ctx), "-np", str(slots), "-t", "2", "--no-warmup", "--no-webui", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {proc.returncode}: {' '.join(cmd)}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama-server not healthy after {timeout:g} s: {' '.join(cmd)}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
