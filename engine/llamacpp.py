@@ -235,14 +235,14 @@ class LlamaCppEngine(Engine):
             if a != b:
                 break
             keep += 1
-        if keep < llm.n_tokens and keep > 0 and not self.swa_full and self._n_swa > 0:
+        if 0 < keep < llm.n_tokens:
             llama_cpp = _import_llama()
             memory = llama_cpp.llama_get_memory(llm.ctx)
-            pos_min = llama_cpp.llama_memory_seq_pos_min(memory, 0)
-            if pos_min > max(0, keep - self._n_swa):
+            if not self.swa_full and self._n_swa > 0:
+                if llama_cpp.llama_memory_seq_pos_min(memory, 0) > max(0, keep - self._n_swa):
+                    keep = 0
+            if keep and not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
                 keep = 0
-        if keep < llm.n_tokens and keep > 0 and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
-            keep = 0
         if keep == 0:
             llm.reset()
         llm.n_tokens = keep

@@ -324,3 +324,17 @@ def test_spec_forms():
         engine_from_spec("llamacpp:")
     with pytest.raises(ConfigurationError, match=r"llama-server:http://HOST:PORT, llamacpp:PATH"):
         engine_from_spec("ollama:gpt-oss")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("plan", ["status:404", "ok"])
+async def test_an_openai_server_on_loopback_is_not_taken_for_llama_server(plan):
+    """A real HTTP server on 127.0.0.1 that speaks OpenAI completions (404 or an SSE stream
+    where llama-server has /props)."""
+    from .fake_openai import serve
+
+    async with serve([1, 2, 200002], [plan]) as fake:
+        root = fake.url.removesuffix("/v1")
+        async with LlamaServerEngine(root, max_retries=0) as engine:
+            with pytest.raises(EngineRequestError, match="is not a llama-server"):
+                await collect(engine)
