@@ -29,8 +29,10 @@ What it takes care of:
   character; the next chunk carries the whole character as text but only its own id. Every
   chunk's ``tokens_predicted`` is compared with the ids received; missing ids are rebuilt from
   the chunk's text bytes when exactly one split of those bytes into vocabulary tokens exists.
-  Otherwise the turn fails with an :class:`EngineError` (``stream=False`` asks for the whole
-  completion at once, which never has gaps) — never a silently wrong transcript.
+  Otherwise (two or more ids with an ambiguous split, or ids lost at the very end) the stream
+  is dropped and the rest of the completion is sampled again from the last exact id with a
+  non-streaming request, which returns every id (``gap_fallback=False`` fails the turn with an
+  :class:`EngineError` instead) — never a silently wrong transcript.
 - **Session affinity.** The ``id_slot`` the first response of a session reports is sent back
   with the session's later requests, so each run keeps its slot's prefix cache (``-np N``).
 - **Checks at first use.** ``/props`` must answer like llama-server, and the loaded GGUF must
@@ -50,6 +52,7 @@ import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,14 @@ class _Retryable(Exception):
         self.error = error
 
 
+class _Gap(Exception):
+    """The stream lost ids that its text cannot rebuild exactly."""
+
+    def __init__(self, missing: int, text: str) -> None:
+        self.missing = missing
+        self.text = text
+
+
 class LlamaServerEngine(Engine):
     """llama.cpp's ``llama-server`` through its native token-id ``/completion`` endpoint."""
 
@@ -105,6 +116,7 @@ class LlamaServerEngine(Engine):
         sampling: dict[str, float] | None = None,
         slot_affinity: bool = True,
         check_model: bool = True,
+        gap_fallback: bool = True,
         connect_timeout: float = 10.0,
         first_token_timeout: float = 300.0,
         token_timeout: float = 60.0,
@@ -133,6 +145,7 @@ class LlamaServerEngine(Engine):
         self.sampling = {**GPT_OSS_SAMPLING, **(sampling or {})}
         self.slot_affinity = slot_affinity
         self.check_model = check_model
+        self.gap_fallback = gap_fallback
         self.first_token_timeout = first_token_timeout
         self.token_timeout = token_timeout
         self.max_retries = max_retries
@@ -301,25 +314,65 @@ class LlamaServerEngine(Engine):
         attempt = 0
         while True:
             body = self._body(request, n_predict)
-            streamed = False
+            received: list[int] = []  # the ids yielded so far
             try:
-                async with aclosing(self._attempt(body, request)) as chunks:
+                async with aclosing(self._attempt(body, request, received, self.stream)) as chunks:
                     async for chunk in chunks:
-                        streamed = True
                         yield chunk
                 return
+            except _Gap as gap:
+                if self.gap_fallback is False:
+                    raise EngineError(
+                        f"llama-server did not stream {gap.missing} sampled token id(s) (an "
+                        f"incomplete UTF-8 character; text {gap.text!r}) and they cannot be "
+                        "rebuilt exactly; use LlamaServerEngine(stream=False) or leave "
+                        "gap_fallback on"
+                    ) from None
+                break
             except _Retryable as retry:
-                if streamed or attempt >= self.max_retries:
+                if received or attempt >= self.max_retries:
                     raise retry.error from None
                 if "id_slot" in body and isinstance(retry.error, EngineRequestError):
                     self._slots.pop(request.session_id or "", None)  # a stale pin: drop it
                 else:
                     await anyio.sleep(self.retry_backoff * 2**attempt)
                 attempt += 1
+        # The stream lost ids it cannot rebuild. Everything yielded so far is exact, so the rest
+        # is sampled again from there without streaming (complete ids): each id of the
+        # transcript is still what the model sampled after exactly the ids before it.
+        rest = GenerationRequest(
+            prompt_ids=[*request.prompt_ids, *received],
+            max_tokens=n_predict - len(received),
+            stop_token_ids=request.stop_token_ids,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            session_id=request.session_id,
+        )
+        body = self._body(rest, rest.max_tokens)
+        body["stream"] = False
+        async with aclosing(self._attempt(body, request, list(received), False)) as chunks:
+            async for chunk in chunks:
+                if chunk.usage is not None:  # counted against the original request
+                    cached = chunk.usage.cached_prompt_tokens
+                    chunk = replace(
+                        chunk,
+                        usage=TokenUsage(
+                            prompt_tokens=len(request.prompt_ids),
+                            output_tokens=len(received) + chunk.usage.output_tokens,
+                            cached_prompt_tokens=None
+                            if cached is None
+                            else min(cached, len(request.prompt_ids)),
+                        ),
+                    )
+                yield chunk
 
-    async def _attempt(self, body: dict[str, Any], request: GenerationRequest):
+    async def _attempt(
+        self, body: dict[str, Any], request: GenerationRequest, received: list[int], stream: bool
+    ):
+        """One request; ``received`` (the ids before this request's) grows as ids arrive."""
         url = f"{self.base_url}/completion"
-        received: list[int] = []
+        offset = len(received)
         try:
             client = await self._http()
             async with client.stream("POST", url, json=body, headers=self._headers) as response:
@@ -331,14 +384,14 @@ class LlamaServerEngine(Engine):
                     ):
                         raise _Retryable(error)
                     raise error
-                events = self._sse(response) if self.stream else self._whole(response)
+                events = self._sse(response) if stream else self._whole(response)
                 async with aclosing(events) as parts:
                     async for event in parts:
                         if "error" in event and "tokens" not in event:
                             raise EngineRequestError(
                                 f"{url} reported an error mid-stream: {_message(event)}"
                             )
-                        ids = await self._event_ids(event, received, url)
+                        ids = await self._event_ids(event, len(received) - offset, url)
                         received += ids
                         if not event.get("stop"):
                             if ids:
@@ -371,7 +424,7 @@ class LlamaServerEngine(Engine):
                 raise _Retryable(error) from exc
             raise error from exc
 
-    async def _event_ids(self, event: dict[str, Any], received: list[int], url: str) -> list[int]:
+    async def _event_ids(self, event: dict[str, Any], before: int, url: str) -> list[int]:
         """The ids of one event, with ids llama-server skipped (the UTF-8 gap) put back."""
         tokens = event.get("tokens")
         if not isinstance(tokens, list):
@@ -383,26 +436,16 @@ class LlamaServerEngine(Engine):
         predicted = event.get("tokens_predicted")
         if not isinstance(predicted, int):
             return ids
-        missing = predicted - len(received) - len(ids)
+        missing = predicted - before - len(ids)
         if missing <= 0:
             return ids
-        if event.get("stop") and not ids:
-            raise EngineError(
-                f"llama-server ended the completion with {missing} sampled token(s) it never "
-                "streamed (an incomplete UTF-8 character at the end), so their ids are unknown; "
-                "use LlamaServerEngine(stream=False) for this model or prompt"
-            )
         text = event.get("content")
-        repaired = await anyio.to_thread.run_sync(
-            _repair, text if isinstance(text, str) else "", ids, missing
-        )
+        text = text if isinstance(text, str) else ""
+        if event.get("stop") and not ids:
+            raise _Gap(missing, text)  # the last ids never came, and no text names them
+        repaired = await anyio.to_thread.run_sync(_repair, text, ids, missing)
         if repaired is None:
-            raise EngineError(
-                f"llama-server skipped {missing} token id(s) before {ids} (an incomplete UTF-8 "
-                f"character) and the text {text!r} does not tell them apart exactly; the "
-                "transcript would be wrong. Use LlamaServerEngine(stream=False), which gets the "
-                "whole completion with every id."
-            )
+            raise _Gap(missing, text)
         return repaired
 
     async def _sse(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:

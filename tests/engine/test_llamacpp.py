@@ -129,6 +129,14 @@ async def test_incomplete_utf8_token_comes_through(engine):
     assert ids_of(chunks) == CHAIN_ONE_GAP[1:]  # 54462 (half of 龘), 246, <|return|>
 
 
+@pytest.mark.anyio
+async def test_incomplete_utf8_token_at_the_limit_comes_through(engine):
+    # llama-server never streams it and no later text names it: sampled again, not streamed
+    chunks = await collect(engine, [*HEADER, 3000], max_tokens=1, temperature=0.0)
+    assert ids_of(chunks) == [54462] and chunks[-1].finish_reason == "length"
+    assert chunks[-1].usage.output_tokens == 1
+
+
 # prompts whose greedy continuations are random (not planted) ids, or run into a chain
 GREEDY_PROMPTS = [RANDOM_PROMPT, [*RANDOM_PROMPT, 200007, 200006, 173781], [*HEADER, 17, 18, 19]]
 GREEDY_TOKENS = 16

@@ -34,8 +34,11 @@ PROPS = {
 class StandIn:
     """Answers /props, /tokenize and /completion; ``chunks`` are the SSE payloads to send."""
 
-    def __init__(self, chunks=None, *, status=200, body=None, vocab_ok=True, props=PROPS):
+    def __init__(
+        self, chunks=None, *, status=200, body=None, vocab_ok=True, props=PROPS, whole=None
+    ):
         self.chunks = chunks or []
+        self.whole = whole  # the answer to a non-streaming request
         self.status = status
         self.body = body
         self.vocab_ok = vocab_ok
@@ -55,6 +58,8 @@ class StandIn:
         self.requests.append(json.loads(request.content))
         if self.status != 200:
             return httpx.Response(self.status, json=self.body)
+        if self.requests[-1]["stream"] is False:
+            return httpx.Response(200, json=self.whole)
         stream = "".join(f"data: {json.dumps(c)}\n\n" for c in self.chunks)
         return httpx.Response(200, text=stream, headers={"content-type": "text/event-stream"})
 
@@ -199,28 +204,56 @@ async def test_two_skipped_ids_with_a_unique_split_are_rebuilt():
     assert ids_of(chunks) == [*ids, 200002]
 
 
-@pytest.mark.anyio
-async def test_an_ambiguous_gap_fails_the_turn_instead_of_guessing():
-    # 🁀 is f0 9f 81 80: if the model sampled two tokens for f0 9f 81 and then 80, the text
-    # cannot tell (f0)(9f 81) from (f0 9f)(81): both are vocabulary tokens
-    from harmony_agent.engine.llama_server import _vocabulary
+# 🁀 is f0 9f 81 80: when the model sampled two tokens for f0 9f 81 and then 80, the text
+# cannot tell (f0)(9f 81) from (f0 9f)(81): both are vocabulary tokens
+AMBIGUOUS = [partial(HI, "Hi", 1), partial([222], "🁀", 4), partial([200002], "", 5), final(5)]
+
+
+def test_the_ambiguous_split_is_real():
+    from harmony_agent.engine.llama_server import _repair, _vocabulary
 
     by_bytes = _vocabulary()[1]
     assert {b"\xf0", b"\x9f\x81", b"\xf0\x9f", b"\x81"} <= set(by_bytes)
-    last = by_bytes[b"\x80"]
-    stand_in = StandIn([partial([last], "🁀", 3), partial([200002], "", 4), final(4)])
+    assert by_bytes[b"\x80"] == 222 and _repair("🁀", [222], 2) is None
+
+
+@pytest.mark.anyio
+async def test_an_ambiguous_gap_is_sampled_again_without_streaming():
+    tail = [*ENC.encode("🁀"), 200002]  # what the non-streaming request returns: every id
+    stand_in = StandIn(AMBIGUOUS, whole={**final(len(tail), cache_n=8), "tokens": tail})
     async with engine_for(stand_in) as engine:
-        with pytest.raises(EngineError, match=r"skipped 2 token id\(s\).*stream=False"):
+        chunks = await collect(engine, session_id="s")
+    assert ids_of(chunks) == [*HI, *tail]  # the ids before the gap, then the new ones
+    streamed, again = stand_in.requests
+    assert streamed["stream"] is True and streamed["prompt"] == PROMPT
+    assert again["stream"] is False and again["prompt"] == [*PROMPT, *HI]
+    assert again["n_predict"] == 50 - 1
+    last = chunks[-1]
+    assert (last.finish_reason, last.stop_token_id) == ("stop", 200002)
+    usage = last.usage  # counted against the original request
+    assert (usage.prompt_tokens, usage.output_tokens) == (len(PROMPT), 1 + len(tail))
+    assert usage.cached_prompt_tokens == len(PROMPT)  # capped: the rest were sampled ids
+
+
+@pytest.mark.anyio
+async def test_without_the_fallback_a_gap_fails_the_turn():
+    async with engine_for(StandIn(AMBIGUOUS), gap_fallback=False) as engine:
+        with pytest.raises(EngineError, match=r"did not stream 2 sampled token id\(s\)"):
             await collect(engine)
 
 
 @pytest.mark.anyio
-async def test_a_gap_at_the_end_fails_the_turn():
+async def test_ids_lost_at_the_end_are_sampled_again():
     # the second token sampled was an incomplete character and the limit came right after it
-    stand_in = StandIn([partial(HI, "Hi", 1), final(2, stop_type="limit")])
+    first = ENC.encode("龘")[0]
+    stand_in = StandIn(
+        [partial(HI, "Hi", 1), final(2, stop_type="limit")],
+        whole={**final(1, stop_type="limit"), "tokens": [first]},
+    )
     async with engine_for(stand_in) as engine:
-        with pytest.raises(EngineError, match="never streamed"):
-            await collect(engine, max_tokens=2)
+        chunks = await collect(engine, max_tokens=2)
+    assert ids_of(chunks) == [*HI, first] and chunks[-1].finish_reason == "length"
+    assert stand_in.requests[1]["n_predict"] == 1
 
 
 @pytest.mark.anyio
