@@ -351,21 +351,29 @@ class LlamaServerEngine(Engine):
         )
         body = self._body(rest, rest.max_tokens)
         body["stream"] = False
-        async with aclosing(self._attempt(body, request, list(received), False)) as chunks:
-            async for chunk in chunks:
-                if chunk.usage is not None:  # counted against the original request
-                    cached = chunk.usage.cached_prompt_tokens
-                    chunk = replace(
-                        chunk,
-                        usage=TokenUsage(
-                            prompt_tokens=len(request.prompt_ids),
-                            output_tokens=len(received) + chunk.usage.output_tokens,
-                            cached_prompt_tokens=None
-                            if cached is None
-                            else min(cached, len(request.prompt_ids)),
-                        ),
-                    )
-                yield chunk
+        try:
+            async with aclosing(self._attempt(body, request, list(received), False)) as chunks:
+                async for chunk in chunks:
+                    if chunk.usage is not None:  # counted against the original request
+                        cached = chunk.usage.cached_prompt_tokens
+                        chunk = replace(
+                            chunk,
+                            usage=TokenUsage(
+                                prompt_tokens=len(request.prompt_ids),
+                                output_tokens=len(received) + chunk.usage.output_tokens,
+                                cached_prompt_tokens=None
+                                if cached is None
+                                else min(cached, len(request.prompt_ids)),
+                            ),
+                        )
+                    yield chunk
+        except _Retryable as retry:
+            raise retry.error from None
+        except _Gap:
+            raise EngineError(
+                f"{self.base_url} answered a non-streaming request with fewer token ids than "
+                "it says it sampled; check llama-server's version and log"
+            ) from None
 
     async def _attempt(
         self, body: dict[str, Any], request: GenerationRequest, received: list[int], stream: bool
