@@ -62,14 +62,22 @@ def write_tokenizer(model_dir: Path, work_dir: Path) -> None:
     cache = work_dir / "tiktoken-cache"
     cache.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(vocab, cache / hashlib.sha1(_TIKTOKEN_URL.encode()).hexdigest())
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
     from tiktoken_ext.openai_public import o200k_base
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
+    before = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    try:
+        pattern = o200k_base()["pat_str"]
+    finally:
+        if before is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = before
     specials = [enc.decode([i]) for i in range(199998, 201088)]  # Harmony's names
     converted = TikTokenConverter(
-        vocab_file=str(vocab), pattern=o200k_base()["pat_str"], extra_special_tokens=specials
+        vocab_file=str(vocab), pattern=pattern, extra_special_tokens=specials
     ).converted()
     PreTrainedTokenizerFast(
         tokenizer_object=converted,
