@@ -15,6 +15,7 @@ prints these rows beside vLLM's. The planted chain makes every agent turn a func
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -82,11 +83,15 @@ async def bench(gguf: Path, gpu: bool, quick: bool) -> list[Figure]:
     repeat = 5 if quick else 20
     out_tokens = 256 if gpu else 64
     conc = 4
-    layers = {"n_gpu_layers": -1} if gpu else {"n_threads": 2}
+    # one thread on the CPU for both: the tiny model gains nothing from a second one
+    layers = {"n_gpu_layers": -1} if gpu else {"n_threads": 1}
     async with LlamaCppEngine(gguf, n_ctx=4096, **layers) as engine:
         local = await measure(engine, repeat, out_tokens, conc)
     gpu_args = ("-ngl", "99", "-fa", "on") if gpu else ()
-    with llama_server(gguf, slots=conc, ctx=4096 * conc, args=gpu_args, timeout=900) as url:
+    threads = (os.cpu_count() or 1) if gpu else 1
+    with llama_server(
+        gguf, slots=conc, ctx=4096 * conc, threads=threads, args=gpu_args, timeout=900
+    ) as url:
         async with LlamaServerEngine(url) as server:
             remote = await measure(server, repeat, out_tokens, conc)
     where = "GPU" if gpu else "CPU, tiny random gpt-oss"

@@ -188,16 +188,18 @@ class LlamaCppEngine(Engine):
         run = anyio.to_thread.run_sync
         tokens: Iterator[int] | None = None
         try:
-            cached = await run(self._rewind, llm, prompt)
             # the prompt minus its last token, in batches: a cancel lands between two of them
+            # (the first batch goes with the rewind: one thread hop less for short prompts)
             batch = int(self.llama_kwargs["n_batch"])
-            for start in range(cached, len(prompt) - 1, batch):
+            cached, done = await run(self._rewind_and_eval, llm, prompt, batch)
+            for start in range(done, len(prompt) - 1, batch):
                 await run(llm.eval, prompt[start : min(start + batch, len(prompt) - 1)])
             stops = set(request.stop_token_ids) | LLAMA_STOP_TOKEN_IDS
-            tokens = await run(self._sampler, llm, request, prompt)
+            tokens, token = await run(self._first_token, llm, request, prompt)
             produced = 0
             while True:
-                token = await run(_next_token, tokens)
+                if produced:
+                    token = await run(_next_token, tokens)
                 if token is None:
                     raise EngineError("llama.cpp stopped sampling without a stop token")
                 produced += 1
@@ -218,8 +220,20 @@ class LlamaCppEngine(Engine):
             ) from exc
         finally:
             if tokens is not None:
-                with anyio.CancelScope(shield=True):
-                    await run(tokens.close)
+                tokens.close()  # raises GeneratorExit at its yield: no llama.cpp work, no wait
+
+    def _rewind_and_eval(self, llm: Any, prompt: list[int], batch: int) -> tuple[int, int]:
+        cached = self._rewind(llm, prompt)
+        end = min(cached + batch, len(prompt) - 1)
+        if end > cached:
+            llm.eval(prompt[cached:end])
+        return cached, max(end, cached)
+
+    def _first_token(
+        self, llm: Any, request: GenerationRequest, prompt: list[int]
+    ) -> tuple[Iterator[int], int | None]:
+        tokens = self._sampler(llm, request, prompt)
+        return tokens, _next_token(tokens)
 
     def _rewind(self, llm: Any, prompt: list[int]) -> int:
         """Keep the longest usable prefix of the context for ``prompt``; return its length.

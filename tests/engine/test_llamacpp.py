@@ -76,7 +76,7 @@ async def server(server_url):
 async def local(tiny_gguf):
     from harmony_agent.engine import LlamaCppEngine
 
-    engine = recording(LlamaCppEngine)(tiny_gguf[1], n_ctx=2048, n_threads=2)
+    engine = recording(LlamaCppEngine)(tiny_gguf[1], n_ctx=2048, n_threads=1)
     await engine.start()
     yield engine
     await engine.aclose()
@@ -387,7 +387,7 @@ async def test_local_rewind_past_the_sliding_window_matches_a_fresh_context(tiny
         chunks = await collect(engine, prompt, max_tokens=8, temperature=0.0)
         return ids_of(chunks), chunks[-1].usage.cached_prompt_tokens
 
-    small = {"n_ctx": 1024, "n_batch": 64, "n_ubatch": 64, "n_threads": 2}
+    small = {"n_ctx": 1024, "n_batch": 64, "n_ubatch": 64, "n_threads": 1}
     async with LlamaCppEngine(tiny_gguf[1], **small) as engine:
         await greedy(engine, long)
         far_ids, far_cached = await greedy(engine, [*long[:100], *tail])

@@ -109,16 +109,33 @@ def build_gguf(work_dir: Path, encode) -> tuple[Path, Path]:
 
 @contextmanager
 def llama_server(
-    gguf: Path, *, slots: int = 2, ctx: int = 4096, args: tuple[str, ...] = (), timeout: float = 120
+    gguf: Path,
+    *,
+    slots: int = 2,
+    ctx: int = 4096,
+    threads: int = 1,
+    args: tuple[str, ...] = (),
+    timeout: float = 120,
 ) -> Iterator[str]:
     """``llama-server`` for ``gguf`` on a free 127.0.0.1 port (``ctx`` shared by ``slots``,
     ``args`` added to the command line); yields its base URL once ``/health`` answers, and
-    stops it by its pid."""
+    stops it by its pid. One thread by default: the tiny model gains nothing from a second
+    one, and on a busy 2-core machine two spinning threads cost 10-100x per token."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [str(llama_server_binary()), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["-c", str(ctx), "-np", str(slots), "-t", "2", "--no-warmup", "--no-webui", *args]
+    cmd += [
+        "-c",
+        str(ctx),
+        "-np",
+        str(slots),
+        "-t",
+        str(threads),
+        "--no-warmup",
+        "--no-webui",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
