@@ -100,11 +100,27 @@ def convert(model_dir: Path, out: Path, outtype: str = "bf16") -> Path:
     return out
 
 
-def build_gguf(work_dir: Path, encode) -> tuple[Path, Path]:
-    """The tiny model with the agent chains plus the UTF-8 gap chain: (HF dir, GGUF path)."""
+def build_gguf(work_dir: Path, encode, *, endless: bool = False) -> tuple[Path, Path]:
+    """The tiny model with the agent chains plus the UTF-8 gap chain: (HF dir, GGUF path).
+
+    ``endless``: the end-of-generation ids get all-zero ``lm_head`` rows, so greedy decoding
+    never picks them (not even in the planted chains) and a benchmark's streams run their full
+    length: llama.cpp always stops on them, where vLLM can be told not to."""
     model_dir = build(work_dir / "hf", [*chains(encode), CHAIN_ONE_GAP])
+    if endless:
+        _no_stops(model_dir)
     write_tokenizer(model_dir, work_dir)
     return model_dir, convert(model_dir, work_dir / "tiny-gptoss-bf16.gguf")
+
+
+def _no_stops(model_dir: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = model_dir / "model.safetensors"
+    tensors = load_file(path)
+    for token in (199999, 200002, 200012):
+        tensors["lm_head.weight"][token] = 0
+    save_file(tensors, path, metadata={"format": "pt"})
 
 
 @contextmanager
