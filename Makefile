@@ -54,14 +54,19 @@ LLAMACPP_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
   -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON '-DCMAKE_INSTALL_RPATH=$$ORIGIN'
-$(LLAMACPP_STAMP): pyproject.toml
+# the native build (7-12 min on 2 cores) has its own stamp: a pyproject change does not redo it
+LLAMACPP_NATIVE := $(LLAMACPP_VENV)/.native-$(LLAMACPP_VERSION)
+$(LLAMACPP_NATIVE):
 	$(PY) -m venv $(LLAMACPP_VENV)
 	$(LLAMACPP_VENV)/bin/pip install -q --upgrade pip
-	rm -rf $(LLAMACPP_VENV)/src && mkdir -p $(LLAMACPP_VENV)/src
+	rm -rf $(LLAMACPP_VENV)/src $(LLAMACPP_BUILD) && mkdir -p $(LLAMACPP_VENV)/src
 	$(LLAMACPP_VENV)/bin/pip download -q --no-deps --no-binary :all: -d $(LLAMACPP_VENV)/src llama-cpp-python==$(LLAMACPP_VERSION)
 	tar -xzf $(LLAMACPP_VENV)/src/llama_cpp_python-$(LLAMACPP_VERSION).tar.gz -C $(LLAMACPP_VENV)/src
 	cmake -S $(LLAMACPP_SRC)/vendor/llama.cpp -B $(LLAMACPP_BUILD) $(LLAMACPP_CMAKE_ARGS) >/dev/null
 	nice -n 10 cmake --build $(LLAMACPP_BUILD) --target llama-server mtmd -j $(LLAMACPP_JOBS) >$(LLAMACPP_VENV)/build.log 2>&1
+	touch $@
+
+$(LLAMACPP_STAMP): pyproject.toml $(LLAMACPP_NATIVE)
 	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(LLAMACPP_VENV)/bin/pip install -q $(LLAMACPP_SRC)
 	lib=$$($(LLAMACPP_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_path('platlib'))")/llama_cpp/lib && \
 	  mkdir -p $$lib && cp -P $(LLAMACPP_BUILD)/bin/*.so* $(LLAMACPP_BUILD)/bin/llama-server $$lib/ && \
