@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-playwright-mcp setup-vllm test-vllm system-deps test test-core demo bench fuzz lint typecheck format clean
+.PHONY: setup setup-playwright-mcp setup-vllm test-vllm setup-llamacpp test-llamacpp system-deps test test-core demo bench fuzz lint typecheck format clean
 
 # Debian packages: Chromium for the browser tool, bubblewrap for the python sandbox.
 system-deps:
@@ -51,15 +51,65 @@ $(VLLM_STAMP): pyproject.toml
 
 setup-vllm: $(VLLM_STAMP)
 
+# llama.cpp, both ways, from one pinned llama-cpp-python sdist: its vendored llama.cpp is built
+# once with cmake (shared libraries and llama-server, CPU only, tuned for the building machine
+# with GGML_NATIVE since it runs where it is built), the Python bindings are installed from the
+# same sdist without a second native build and get those libraries. The GGUF converter ships in
+# the sdist too; it and the tiny test model need torch and transformers (pinned like vLLM's).
+LLAMACPP_VERSION := 0.3.36
+LLAMACPP_VENV := .venv-llamacpp
+LLAMACPP_STAMP := $(LLAMACPP_VENV)/.installed
+LLAMACPP_SRC := $(LLAMACPP_VENV)/src/llama_cpp_python-$(LLAMACPP_VERSION)
+LLAMACPP_BUILD := $(LLAMACPP_VENV)/build
+LLAMACPP_JOBS ?= 2
+LLAMACPP_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON \
+  -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF -DGGML_RPC=OFF \
+  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON \
+  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+  -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON '-DCMAKE_INSTALL_RPATH=$$ORIGIN'
+# the native build (7-12 min on 2 cores) has its own stamp: a pyproject change does not redo it
+LLAMACPP_NATIVE := $(LLAMACPP_VENV)/.native-$(LLAMACPP_VERSION)
+$(LLAMACPP_NATIVE):
+	$(PY) -m venv $(LLAMACPP_VENV)
+	$(LLAMACPP_VENV)/bin/pip install -q --upgrade pip
+	rm -rf $(LLAMACPP_VENV)/src $(LLAMACPP_BUILD) && mkdir -p $(LLAMACPP_VENV)/src
+	$(LLAMACPP_VENV)/bin/pip download -q --no-deps --no-binary :all: -d $(LLAMACPP_VENV)/src llama-cpp-python==$(LLAMACPP_VERSION)
+	tar -xzf $(LLAMACPP_VENV)/src/llama_cpp_python-$(LLAMACPP_VERSION).tar.gz -C $(LLAMACPP_VENV)/src
+	cmake -S $(LLAMACPP_SRC)/vendor/llama.cpp -B $(LLAMACPP_BUILD) $(LLAMACPP_CMAKE_ARGS) >/dev/null
+	nice -n 10 cmake --build $(LLAMACPP_BUILD) --target llama-server mtmd -j $(LLAMACPP_JOBS) >$(LLAMACPP_VENV)/build.log 2>&1
+	touch $@
+
+$(LLAMACPP_STAMP): pyproject.toml $(LLAMACPP_NATIVE)
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(LLAMACPP_VENV)/bin/pip install -q $(LLAMACPP_SRC)
+	lib=$$($(LLAMACPP_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_path('platlib'))")/llama_cpp/lib && \
+	  mkdir -p $$lib && cp -P $(LLAMACPP_BUILD)/bin/*.so* $(LLAMACPP_BUILD)/bin/llama-server $$lib/ && \
+	  ln -sf $$lib/llama-server $(LLAMACPP_VENV)/bin/llama-server
+	ln -sfn src/llama_cpp_python-$(LLAMACPP_VERSION)/vendor/llama.cpp $(LLAMACPP_VENV)/llama.cpp
+	$(LLAMACPP_VENV)/bin/pip install -q torch==2.13.0 transformers==5.19.0 safetensors==0.8.0 sentencepiece==0.2.3 tiktoken==0.14.0 pyyaml numpy
+	$(LLAMACPP_VENV)/bin/pip install -q -e '.[dev]'
+	$(LLAMACPP_VENV)/bin/llama-server --version
+	$(LLAMACPP_VENV)/bin/python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)"
+	touch $@
+
+setup-llamacpp: $(LLAMACPP_STAMP)
+
 test-core: setup setup-playwright-mcp
-	$(BIN)/python -m pytest -m "not vllm"
+	$(BIN)/python -m pytest -m "not vllm and not llamacpp"
 
 # vLLM's own warnings (deprecations in torch/transformers) are not ours to fix.
 VLLM_PYTEST := -W ignore::DeprecationWarning -W ignore::FutureWarning -W ignore::UserWarning -W ignore::ResourceWarning
 test-vllm: setup-vllm
 	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/engine $(VLLM_PYTEST)
 
-test: test-core test-vllm
+# llama.cpp's tests: in-process llama-cpp-python and a llama-server on 127.0.0.1; the greedy
+# tokens are checked against vLLM's on the same weights (vLLM runs in its own environment).
+LLAMACPP_PYTEST := -W ignore::DeprecationWarning -W ignore::FutureWarning -W ignore::ResourceWarning
+test-llamacpp: setup-llamacpp setup-vllm
+	HARMONY_AGENT_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
+	  $(LLAMACPP_VENV)/bin/python -m pytest -m llamacpp tests/engine $(LLAMACPP_PYTEST)
+
+test: test-core test-vllm test-llamacpp
 
 demo: setup
 	$(BIN)/python -m harmony_agent.demo
@@ -85,4 +135,4 @@ format: setup
 	$(BIN)/ruff check --fix agent tools engine tests examples bench
 
 clean:
-	rm -rf $(VENV) .venv-vllm .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-vllm .venv-llamacpp .pytest_cache build *.egg-info

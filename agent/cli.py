@@ -133,7 +133,9 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
         parser.add_argument(
             "--engine",
             help="scripted:FILE (JSON list of raw Harmony replies), vllm[:MODEL_OR_PATH] "
-            "(in-process vLLM), or http://HOST:PORT/v1 (OpenAI-compatible server); "
+            "(in-process vLLM), http://HOST:PORT/v1 (OpenAI-compatible server), "
+            "llama-server:http://HOST:PORT (llama.cpp's server) or llamacpp:PATH.gguf "
+            "(in-process llama.cpp); "
             f"default ${ENGINE_ENV}, else vllm with openai/gpt-oss-20b",
         )
         parser.add_argument(

@@ -17,8 +17,9 @@ from _report import Figure, machine, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+LLAMACPP_PYTHON = ROOT / ".venv-llamacpp" / "bin" / "python"
 
-# (script, interpreter): the vLLM benchmark needs the vLLM environment
+# (script, interpreter): the vLLM and llama.cpp benchmarks need their own environments
 BENCHES = [
     ("bench_runtime.py", sys.executable),
     ("bench_concurrency.py", sys.executable),
@@ -26,6 +27,7 @@ BENCHES = [
     ("bench_browser.py", sys.executable),
     ("bench_mcp.py", sys.executable),
     ("bench_engines.py", str(VLLM_PYTHON)),
+    ("bench_llamacpp.py", str(LLAMACPP_PYTHON)),
 ]
 
 

@@ -20,6 +20,8 @@ from .testing import FunctionEngine, ScriptedEngine
 
 if TYPE_CHECKING:  # imported on first use below; named here for type checkers
     from ._spec import engine_from_spec, parse_engine_spec
+    from .llama_server import LlamaServerEngine
+    from .llamacpp import LlamaCppEngine
     from .openai_http import OpenAICompatibleEngine
     from .vllm import VLLMEngine
 
@@ -29,6 +31,14 @@ def __getattr__(name: str) -> Any:  # heavy engines are imported on first use
         from .openai_http import OpenAICompatibleEngine
 
         return OpenAICompatibleEngine
+    if name == "LlamaServerEngine":
+        from .llama_server import LlamaServerEngine
+
+        return LlamaServerEngine
+    if name == "LlamaCppEngine":
+        from .llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine
     if name == "VLLMEngine":
         from .vllm import VLLMEngine
 
@@ -50,6 +60,8 @@ __all__ = [
     "Flavor",
     "FunctionEngine",
     "GenerationRequest",
+    "LlamaCppEngine",
+    "LlamaServerEngine",
     "OpenAICompatibleEngine",
     "ReplayEngine",
     "ScriptedEngine",

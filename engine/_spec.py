@@ -2,7 +2,9 @@
 
 The forms: ``vllm`` or ``vllm:MODEL_OR_PATH`` (in-process vLLM), ``http(s)://HOST:PORT/v1``
 (an OpenAI-compatible server; a ``…fireworks.ai`` host selects the Fireworks flavor) and
-``scripted:FILE`` (a JSON list of raw Harmony replies, for tests and demos). With no spec,
+``llama-server:http://HOST:PORT`` (llama.cpp's server), ``llamacpp:PATH.gguf`` (llama.cpp
+in-process) and ``scripted:FILE`` (a JSON list of raw Harmony replies, for tests and demos).
+With no spec,
 ``$HARMONY_AGENT_ENGINE`` is read (default ``vllm``); the model defaults to
 ``$HARMONY_AGENT_MODEL``. The CLI's ``--engine`` and every example take the same forms.
 
@@ -43,15 +45,19 @@ __all__ = [
 ENGINE_ENV = "HARMONY_AGENT_ENGINE"
 MODEL_ENV = "HARMONY_AGENT_MODEL"
 DEFAULT_MODEL = "openai/gpt-oss-20b"
-FORMS = "vllm[:MODEL_OR_PATH], http(s)://HOST:PORT/v1 or scripted:FILE"
+FORMS = (
+    "vllm[:MODEL_OR_PATH], http(s)://HOST:PORT/v1, llama-server:http://HOST:PORT, "
+    "llamacpp:PATH.gguf or scripted:FILE"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class EngineSpec:
     """A parsed spec: what to build, and from what."""
 
-    kind: Literal["vllm", "http", "scripted"]
-    #: the model name or path (vllm), the base URL (http) or the replies file (scripted)
+    kind: Literal["vllm", "http", "llama-server", "llamacpp", "scripted"]
+    #: the model name or path (vllm), the base URL (http, llama-server), the GGUF
+    #: (llamacpp) or the replies file (scripted)
     target: str
     #: the model to ask an HTTP server for (None: the server's only one)
     model: str | None = None
@@ -87,6 +93,15 @@ def parse_engine_spec(
         if not rest:
             raise _bad(f"engine {spec!r}{source} names no file: use scripted:FILE (a JSON list)")
         return EngineSpec("scripted", rest)
+    if kind == "llama-server" and colon:
+        return EngineSpec("llama-server", rest or "http://127.0.0.1:8080")
+    if kind == "llamacpp" and colon:
+        if not rest:
+            raise _bad(
+                f"engine {spec!r}{source}: llamacpp: needs the path of a gpt-oss GGUF, "
+                "e.g. llamacpp:gpt-oss-20b-mxfp4.gguf"
+            )
+        return EngineSpec("llamacpp", rest)
     if kind in ("http", "https") and colon:
         url = urlparse(spec)
         if not url.hostname:
@@ -131,6 +146,14 @@ def engine_from_spec(
         from .vllm import VLLMEngine
 
         return VLLMEngine(parsed.target)
+    if parsed.kind == "llama-server":
+        from .llama_server import LlamaServerEngine
+
+        return LlamaServerEngine(parsed.target)
+    if parsed.kind == "llamacpp":
+        from .llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(parsed.target)
     from .openai_http import OpenAICompatibleEngine
 
     if parsed.flavor == "fireworks" and api_key_env is None:

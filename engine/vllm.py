@@ -55,7 +55,8 @@ def _import_vllm() -> Any:
     except ImportError as exc:
         error = ConfigurationError(
             f"vLLM is not installed ({exc}). On a GPU machine: pip install 'harmony-agent[vllm]'. "
-            "Or use a server (engine http://HOST:PORT/v1) or a scripted model "
+            "Or use a server (engine http://HOST:PORT/v1), llama.cpp (engine "
+            "llama-server:http://HOST:8080 or llamacpp:PATH.gguf) or a scripted model "
             "(engine scripted:FILE)."
         )
         error.settings = ("engine",)
@@ -89,8 +90,9 @@ class VLLMEngine(Engine):
                 error = EngineUnavailableError(
                     f"vLLM could not start {self.model!r}: {type(exc).__name__}: {exc}. "
                     "gpt-oss-20b needs a GPU with about 16 GB free and the weights (downloaded "
-                    "or a local path). Without one, use a server (engine http://HOST:PORT/v1) "
-                    "or a scripted model (engine scripted:FILE)."
+                    "or a local path). Without one, use a server (engine http://HOST:PORT/v1), "
+                    "llama.cpp on a smaller GPU or the CPU (engine llama-server:http://HOST:8080 "
+                    "or llamacpp:PATH.gguf) or a scripted model (engine scripted:FILE)."
                 )
                 error.settings = ("engine",)
                 raise error from exc
