@@ -86,7 +86,7 @@ async def test_each_client_says_when_nothing_listens(client):
         transport=CLIENTS[client](),
     )
     async with engine:
-        with pytest.raises(EngineUnavailableError, match="cannot connect to .* Is the server"):
+        with pytest.raises(EngineUnavailableError, match=r"cannot connect to .* Is the server"):
             await collect(engine)
 
 
