@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from harmony_agent.tools.function import tool as make_tool
 from rich.console import Console
 
 from ._console import EventView, Prices
+from .batch import loop_options
 from .errors import ConfigurationError, HarmonyAgentError
 from .events import event_to_json
 
@@ -258,6 +260,44 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument(
         "-o", "--output", metavar="FILE", help="where to write the page (default: TRACE with .html)"
     )
+
+    batch = sub.add_parser(
+        "batch",
+        help="run a JSON-lines file of tasks, resumably, over processes or Ray",
+        description='Run every task of TASKS (JSON lines: {"task": ..., "id": ..., '
+        '"settings": {...}}) and append each result to RESULTS as it finishes (fsynced). '
+        "Running it again skips the tasks already done. A progress bar goes to stderr.",
+    )
+    batch.add_argument("tasks", metavar="TASKS", help="the tasks file (JSON lines)")
+    batch.add_argument(
+        "-o", "--output", metavar="RESULTS", required=True, help="the results file (JSON lines)"
+    )
+    batch.add_argument(
+        "-j", "--concurrency", type=int, default=16, help="runs at once per worker (default 16)"
+    )
+    batch.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (or Ray actors), each with its own browser, sandboxes and "
+        "engine client (default 1: this process)",
+    )
+    batch.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: a local Ray without ADDRESS, else the cluster at ADDRESS "
+        "(needs harmony-agent[ray])",
+    )
+    batch.add_argument(
+        "--traces", metavar="DIR", help="write each run's trace to DIR/ID.jsonl (for export)"
+    )
+    batch.add_argument(
+        "--retry-failed", action="store_true", help="run the tasks recorded as failed again"
+    )
+    _agent_options(batch)
     return parser
 
 
@@ -435,7 +475,53 @@ async def _cmd_trace(args: argparse.Namespace, out: Console, err: Console) -> in
     return 0
 
 
+def batch_agent(args: argparse.Namespace) -> Any:
+    """The agent of one batch worker (a module-level function: worker processes and Ray
+    actors build theirs with it from the parsed options)."""
+    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
+    return _agent(args, engine)
+
+
+async def _cmd_batch(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import functools
+
+    from .batch import run_batch
+
+    summary = await run_batch(
+        args.tasks,
+        functools.partial(batch_agent, args),
+        args.output,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        traces_dir=args.traces,
+        retry_failed=args.retry_failed,
+        progress=not args.json,
+        ray_address=False if args.ray is None else (args.ray or None),
+    )
+    for bad in summary.bad_lines:
+        err.print(f"[yellow]{args.tasks}: {bad} (skipped)[/]", highlight=False)
+    if args.json:
+        record = {
+            "total": summary.total,
+            "ok": summary.ok,
+            "failed": summary.failed,
+            "skipped": summary.skipped,
+            "bad_lines": [{"line": b.line, "reason": b.reason} for b in summary.bad_lines],
+            "seconds": round(summary.seconds, 3),
+        }
+        out.file.write(json.dumps(record) + "\n")
+    else:
+        err.print(
+            f"{summary.ok} answered, {summary.failed} failed, {summary.skipped} already done, "
+            f"{len(summary.bad_lines)} bad lines in {summary.seconds:.1f} s "
+            f"({summary.tasks_per_s:.2f} tasks/s) -> {args.output}",
+            highlight=False,
+        )
+    return 0 if summary.failed == 0 and not summary.bad_lines else 1
+
+
 _COMMANDS = {
+    "batch": _cmd_batch,
     "run": _cmd_run,
     "chat": _cmd_chat,
     "resume": _cmd_resume,
@@ -505,7 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(file=sys.stdout, soft_wrap=True)
     err = Console(file=sys.stderr, soft_wrap=True)
     try:
-        return anyio.run(_interruptible, _COMMANDS[args.command], args, out, err)
+        # uvloop (when installed) for batches: many streams, the cheapest loop per event
+        options = loop_options() if args.command == "batch" else {}
+        return anyio.run(
+            _interruptible, _COMMANDS[args.command], args, out, err, backend_options=options
+        )
     except ConfigurationError as exc:
         print(f"harmony-agent: {_with_flags(exc)}", file=sys.stderr)
         return 2
