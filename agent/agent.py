@@ -426,6 +426,7 @@ class _Run:
             prompt = transcript.view()
             parser = TurnParser(enc)
             output: list[int] = []
+            logprobs: list[float | None] | None = []  # None once a chunk comes without
             started = time.perf_counter()
             last: Chunk | None = None
             engine = agent.engine
@@ -433,6 +434,11 @@ class _Run:
                 async with aclosing(engine.generate(self._request(prompt))) as chunks:
                     async for chunk in chunks:
                         output.extend(chunk.token_ids)
+                        if logprobs is not None:
+                            if chunk.logprobs is None:
+                                logprobs = None
+                            else:
+                                logprobs.extend(chunk.logprobs)
                         for item in parser.feed_many(chunk.token_ids):
                             event = self._visible(item)
                             if event is not None:
@@ -472,6 +478,7 @@ class _Run:
                 cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
                 duration_s=time.perf_counter() - started,
                 output_ids=tuple(output),
+                output_logprobs=tuple(logprobs) if logprobs else None,
             )
             if last.finish_reason == "abort":
                 raise EngineError(

@@ -18,7 +18,7 @@ from harmony_agent.errors import EngineProtocolError, EngineRequestError, Engine
 from ._errors import with_settings
 from ._http import Answer, HttpClient
 from ._sse import SSEFramer
-from ._wire import Delta, parse_json, token_ids
+from ._wire import Delta, parse_json, token_ids, token_logprobs
 
 __all__ = ["ERROR_BODY_BYTES", "Clock", "error_body", "send", "stream_deltas", "whole_delta"]
 
@@ -143,15 +143,19 @@ def _choices(event: dict[str, Any], where: str) -> list[dict[str, Any]]:
 class _Events:
     """What the payloads of an event stream said so far (pure: no I/O)."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, logprobs: bool) -> None:
         self.clock = clock
         self.finish: Delta | None = None
         self.tail: list[int] = []  # ids that came with or after the finish reason
         self.usage: dict[str, Any] | None = None
         self.done = False
+        self.logprobs = logprobs
+        self.lps: list[float | None] = []  # the logprobs of the ids taken, when asked for
+        self.tail_lps: list[float | None] = []
 
     def take(self, payloads: list[str], ids: list[int]) -> None:
-        """Add the ids of ``payloads`` (before the finish) to ``ids``."""
+        """Add the ids of ``payloads`` (before the finish) to ``ids`` (their logprobs, when
+        asked for, to ``lps``)."""
         clock, where = self.clock, self.clock.where
         for payload in payloads:
             if payload == "[DONE]":
@@ -170,11 +174,21 @@ class _Events:
                 if choice.get("finish_reason"):
                     self.finish = Delta([], choice["finish_reason"], choice.get("stop_reason"))
                     clock.progress()  # the end came in time: the usage may follow
-                    self.tail.extend(new)
-                elif self.finish is None:
+                if self.finish is None:
                     ids.extend(new)
+                    if self.logprobs:
+                        self.lps.extend(token_logprobs(choice, len(new)))
                 else:
                     self.tail.extend(new)
+                    if self.logprobs:
+                        self.tail_lps.extend(token_logprobs(choice, len(new)))
+
+    def delta(self, ids: list[int]) -> Delta:
+        """The ids taken since the last delta (and their logprobs)."""
+        if not self.logprobs:
+            return Delta(ids)
+        lps, self.lps = self.lps, []
+        return Delta(ids, logprobs=lps)
 
 
 async def _next_read(response: Answer, clock: Clock) -> bytes:
@@ -191,7 +205,7 @@ async def _next_read(response: Answer, clock: Clock) -> bytes:
 
 
 async def stream_deltas(
-    response: Answer, clock: Clock, max_line: int
+    response: Answer, clock: Clock, max_line: int, logprobs: bool = False
 ) -> AsyncGenerator[Delta, None]:
     """The sampled ids of an event stream as deltas; the last one carries the finish.
 
@@ -207,7 +221,7 @@ async def stream_deltas(
             EngineProtocolError(f"{where} {wrong} (it sent {body[:120]!r})"), "base_url"
         )
     framer = SSEFramer(max_line)
-    events = _Events(clock)
+    events = _Events(clock, logprobs)
     ended = False
     while not (ended or events.done or events.finish is not None):
         ids: list[int] = []
@@ -217,10 +231,10 @@ async def stream_deltas(
             events.take(framer.close() if ended else framer.feed(data), ids)
         except EngineProtocolError:
             if ids:  # what arrived before the fault still reaches the caller
-                yield Delta(ids)
+                yield events.delta(ids)
             raise
         if ids:
-            yield Delta(ids)
+            yield events.delta(ids)
     # the usage (and [DONE]) may follow the finish: read them under the same deadlines
     while not (ended or events.done):
         data = await _next_read(response, clock)
@@ -231,11 +245,15 @@ async def stream_deltas(
             f"{where} closed the stream without a finish reason after {clock.tokens} tokens; "
             "check its logs"
         )
-    yield events.finish._replace(ids=events.tail, usage=events.usage)
+    yield events.finish._replace(
+        ids=events.tail,
+        usage=events.usage,
+        logprobs=events.tail_lps if logprobs else None,
+    )
 
 
 async def whole_delta(
-    response: Answer, clock: Clock, max_bytes: int
+    response: Answer, clock: Clock, max_bytes: int, logprobs: bool = False
 ) -> AsyncGenerator[Delta, None]:
     """The one delta of a non-streamed answer, read whole under the clock."""
     where = clock.where
@@ -261,4 +279,5 @@ async def whole_delta(
         choice.get("finish_reason") or "stop",
         choice.get("stop_reason"),
         usage if isinstance(usage, dict) else None,
+        token_logprobs(choice, len(ids)) if logprobs else None,
     )

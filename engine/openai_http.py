@@ -33,6 +33,9 @@ Every fault ends in bounded time:
 - a server that streams more than the request's ``max_tokens`` (plus a small margin) is cut
   off, so a stream that never stops ends too.
 
+``logprobs=True`` asks the server for the log probability of each sampled id
+(``"logprobs": 0``); the chunks carry them (``Chunk.logprobs``) and traces record them.
+
 Failures before the first id (refused, reset, 5xx, 429) are retried ``max_retries`` times
 with exponential backoff; after it nothing is retried, since ids were already streamed.
 """
@@ -91,6 +94,7 @@ class OpenAICompatibleEngine(Engine):
         context_window: int | None = None,
         headers: dict[str, str] | None = None,
         extra_body: dict[str, Any] | None = None,
+        logprobs: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
@@ -138,6 +142,7 @@ class OpenAICompatibleEngine(Engine):
         self.max_line_bytes = max_line_bytes
         self.context_window = context_window
         self.extra_body = extra_body or {}
+        self.logprobs = logprobs
         self._headers = {"accept": "text/event-stream" if stream else "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
@@ -215,6 +220,8 @@ class OpenAICompatibleEngine(Engine):
 
     def _body(self, request: GenerationRequest, model: str) -> dict[str, Any]:
         body = self.flavor.body(request, model, stream=self.stream)
+        if self.logprobs:
+            body["logprobs"] = 0  # the sampled id's own logprob, no alternatives
         body.update(self.extra_body)
         return body
 
@@ -257,14 +264,23 @@ class OpenAICompatibleEngine(Engine):
                         if self.flavor.cached_tokens_header:
                             cached_header = response.header(self.flavor.cached_tokens_header)
                         if self.stream:
-                            source = stream_deltas(response, clock, self.max_line_bytes)
+                            source = stream_deltas(
+                                response, clock, self.max_line_bytes, self.logprobs
+                            )
                         else:
-                            source = whole_delta(response, clock, self.max_line_bytes)
+                            source = whole_delta(
+                                response, clock, self.max_line_bytes, self.logprobs
+                            )
                         async with aclosing(source) as deltas:
                             async for delta in deltas:
                                 sampled += delta.ids
                                 if delta.finish is None:
-                                    yield Chunk(tuple(delta.ids))
+                                    yield Chunk(
+                                        tuple(delta.ids),
+                                        logprobs=None
+                                        if delta.logprobs is None
+                                        else tuple(delta.logprobs),
+                                    )
                                 else:
                                     yield final_chunk(delta, sampled, cached_header, request)
                                     return
