@@ -298,6 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="run the tasks recorded as failed again"
     )
     _agent_options(batch)
+
+    export = sub.add_parser(
+        "export",
+        help="turn traces into training data (token ids + loss mask, or chat JSONL)",
+        description="Write one JSON line per finished run of the TRACE files: --format tokens "
+        "(prompt_ids, response_ids, response_mask/loss_mask, logprobs, turn boundaries: verl "
+        "and SkyRL field names) or --format chat (OpenAI-style fine-tuning messages with "
+        "reasoning and tool calls, checked to round-trip through Harmony).",
+    )
+    export.add_argument("traces", metavar="TRACE", nargs="+", help="trace files")
+    export.add_argument("--format", choices=["tokens", "chat"], required=True)
+    export.add_argument("-o", "--output", metavar="FILE", required=True, help="the JSONL file")
+    export.add_argument(
+        "--include-unfinished",
+        action="store_true",
+        help="tokens: also runs without a final answer (their steps so far)",
+    )
     return parser
 
 
@@ -520,8 +537,26 @@ async def _cmd_batch(args: argparse.Namespace, out: Console, err: Console) -> in
     return 0 if summary.failed == 0 and not summary.bad_lines else 1
 
 
+async def _cmd_export(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .export import export
+
+    report = await anyio.to_thread.run_sync(
+        lambda: export(
+            args.traces, args.format, args.output, include_unfinished=args.include_unfinished
+        )
+    )
+    for reason in report.left_out:
+        err.print(f"[yellow]left out: {reason}[/]", highlight=False)
+    err.print(
+        f"{report.written} runs -> {args.output} ({len(report.left_out)} left out)",
+        highlight=False,
+    )
+    return 0 if not report.left_out else 1
+
+
 _COMMANDS = {
     "batch": _cmd_batch,
+    "export": _cmd_export,
     "run": _cmd_run,
     "chat": _cmd_chat,
     "resume": _cmd_resume,
