@@ -16,7 +16,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,browser]'
+	$(BIN)/pip install -q -e '.[dev,browser,ray,fast]'
 	touch $@
 
 setup: system-deps $(STAMP)

@@ -222,6 +222,10 @@ class OpenAICompatibleEngine(Engine):
         body = self.flavor.body(request, model, stream=self.stream)
         if self.logprobs:
             body["logprobs"] = 0  # the sampled id's own logprob, no alternatives
+            if self.flavor.name == "vllm":
+                # ids, not text, for the scored tokens: no detokenizing on the server (a
+                # server run with --skip-tokenizer-init could not)
+                body["return_tokens_as_token_ids"] = True
         body.update(self.extra_body)
         return body
 

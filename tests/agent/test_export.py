@@ -189,10 +189,7 @@ async def test_unfinished_and_broken_traces_are_left_out_with_the_reason(tmp_pat
     out = tmp_path / "tokens.jsonl"
     report = export([done, cut, bogus], "tokens", out)
     assert report.written == 1 and len(read_lines(out)) == 1
-    assert (
-        "no final answer" in report.left_out[0]
-        and "is not a trace record" in report.left_out[1]
-    )
+    assert "no final answer" in report.left_out[0] and "is not a trace record" in report.left_out[1]
     partial = tokens_record(load_trace(cut), include_unfinished=True)
     assert partial["stop_reason"] == "unfinished" and [t["kind"] for t in partial["turns"]] == [
         "sampled",
