@@ -474,7 +474,12 @@ async def run_batch(
                 todo, make_agent, record, workers, concurrency, trace_path, ray_address
             )
         elif workers == 1:
-            await run_in_process(todo, make_agent(), record, concurrency, trace_path)
+            agent = make_agent()
+            try:
+                await run_in_process(todo, agent, record, concurrency, trace_path)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await agent.engine.aclose()  # built here for this batch: closed here
         else:
             from ._batch_procs import run_in_processes
 

@@ -59,7 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(first_token: float) -> tuple[subprocess.Popen, str]:
+def start_server(first_token: float, tok_s: float = 80) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -67,7 +67,7 @@ def start_server(first_token: float) -> tuple[subprocess.Popen, str]:
             str(HERE / "_fake_server.py"),
             str(port),
             "--tok-s",
-            "80",
+            str(tok_s),
             "--first-token",
             str(first_token),
         ],

@@ -22,6 +22,7 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 BENCHES = [
     ("bench_runtime.py", sys.executable),
     ("bench_concurrency.py", sys.executable),
+    ("bench_batch.py", sys.executable),
     ("bench_python_tool.py", sys.executable),
     ("bench_browser.py", sys.executable),
     ("bench_engines.py", str(VLLM_PYTHON)),
