@@ -57,14 +57,19 @@ class Clock:
         """``count`` new ids arrived: the next one has ``token_timeout``; past ``max_ids``
         the server is cut off (it does not honour ``max_tokens``)."""
         if count:
-            self.tokens += count
-            if self.tokens > self.max_ids:
-                raise EngineProtocolError(
-                    f"{self.where} streamed {self.tokens} tokens for a request of "
-                    f"max_tokens={self.max_tokens}: the server does not honour max_tokens; "
-                    "cut off"
-                )
+            self.count(count)
             self.progress()
+
+    def count(self, count: int) -> None:
+        """:meth:`sampled` without restarting the timer (the caller does it once for all
+        the events of one network read: they arrived at the same moment)."""
+        self.tokens += count
+        if self.tokens > self.max_ids:
+            raise EngineProtocolError(
+                f"{self.where} streamed {self.tokens} tokens for a request of "
+                f"max_tokens={self.max_tokens}: the server does not honour max_tokens; "
+                "cut off"
+            )
 
     def progress(self) -> None:
         """The server moved on (ids, or the end of the completion): restart the token timer."""
@@ -135,8 +140,11 @@ def _not_an_event_stream(response: Answer) -> str | None:
 
 def _choices(event: dict[str, Any], where: str) -> list[dict[str, Any]]:
     choices = event.get("choices") or []
-    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+    if type(choices) is not list:
         raise EngineProtocolError(f"{where} sent choices that are not a list of objects")
+    for choice in choices:
+        if type(choice) is not dict:
+            raise EngineProtocolError(f"{where} sent choices that are not a list of objects")
     return choices
 
 
@@ -157,6 +165,12 @@ class _Events:
         """Add the ids of ``payloads`` (before the finish) to ``ids`` (their logprobs, when
         asked for, to ``lps``)."""
         clock, where = self.clock, self.clock.where
+        before = clock.tokens
+        self._take(payloads, ids, clock, where)
+        if clock.tokens != before:
+            clock.progress()  # once per read, not once per event
+
+    def _take(self, payloads: list[str], ids: list[int], clock: Clock, where: str) -> None:
         for payload in payloads:
             if payload == "[DONE]":
                 self.done = True
@@ -170,7 +184,7 @@ class _Events:
                 self.usage = event["usage"]
             for choice in _choices(event, where):
                 new = token_ids(choice, where)
-                clock.sampled(len(new))
+                clock.count(len(new))
                 if choice.get("finish_reason"):
                     self.finish = Delta([], choice["finish_reason"], choice.get("stop_reason"))
                     clock.progress()  # the end came in time: the usage may follow
