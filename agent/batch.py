@@ -212,9 +212,10 @@ def fingerprint(tasks: Sequence[BatchTask]) -> str:
 class ResultsFile:
     """The results of one batch, appended as they come (fsynced), read back on a rerun."""
 
-    def __init__(self, path: str | Path, batch: str) -> None:
+    def __init__(self, path: str | Path, batch: str, tasks_name: str = "") -> None:
         self.path = Path(path)
         self.batch = batch
+        self.tasks_name = tasks_name
         self.done: dict[str, dict[str, Any]] = {}  # id → its last record
 
     def open(self) -> None:
@@ -248,7 +249,7 @@ class ResultsFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._append(
             [{"record": "header", "format": RESULTS_FORMAT, "version": RESULTS_VERSION,
-              "batch": self.batch, "tasks": getattr(self, "tasks_name", ""),
+              "batch": self.batch, "tasks": self.tasks_name,
               "time": time.time()}]
         )  # fmt: skip
 
@@ -444,8 +445,7 @@ async def run_batch(
         task_list, bad = await anyio.to_thread.run_sync(read_tasks, tasks)
     else:
         task_list = as_tasks(tasks)
-    results = ResultsFile(output, fingerprint(task_list))
-    results.tasks_name = Path(name).name if name else "(in code)"  # type: ignore[attr-defined]
+    results = ResultsFile(output, fingerprint(task_list), Path(name).name if name else "(in code)")
     await anyio.to_thread.run_sync(results.open)
     todo = [
         t

@@ -7,15 +7,20 @@ Every measurement runs in a fresh process of its own (``--one``), after a warm-u
 not counted, so imports and first connections do not land on the per-token figure.
 Targets: ≤ 40 µs client CPU per token through the agent loop; p99 lag ≤ 20 ms at 256 runs.
 Run: ``python bench/bench_concurrency.py [--quick]``.
+
+``BENCH_BASELINE=DIR`` adds the agent layer as an earlier version of this repository in DIR
+(e.g. ``git archive REV | tar -x -C DIR``) runs it, for a before/after in one run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -220,6 +225,18 @@ def one_process(argv: list[str]) -> None:
     print(json.dumps(result), flush=True)
 
 
+def _baseline_path(tree: Path, shim: Path) -> Path:
+    """``shim``, made a directory from which ``harmony_agent`` imports the checkout ``tree``."""
+    package = shim / "harmony_agent"
+    if not package.exists():
+        package.mkdir(parents=True)
+        for item in (tree / "agent").iterdir():
+            (package / item.name).symlink_to(item.resolve())
+        for name in ("engine", "tools"):
+            (package / name).symlink_to((tree / name).resolve())
+    return shim
+
+
 def measure(
     layer: str,
     client: str,
@@ -229,8 +246,14 @@ def measure(
     workers: int = 1,
     first_token: float = 0.2,
     idle_at: float | None = None,
+    baseline: Path | None = None,
 ) -> dict[str, float]:
-    """One scenario against its own fresh server; ``workers`` processes share the runs."""
+    """One scenario against its own fresh server; ``workers`` processes share the runs;
+    ``baseline``: the code of an earlier checkout instead of this one."""
+    env = dict(os.environ)
+    shim = tempfile.TemporaryDirectory(prefix="harmony-baseline-")
+    if baseline is not None:
+        env["PYTHONPATH"] = str(_baseline_path(baseline, Path(shim.name)))
     server, url = start_server(first_token)
     try:
         args = [url, layer, client, str(runs // workers), loop]
@@ -238,7 +261,10 @@ def measure(
             args.append(str(idle_at))
         procs = [
             subprocess.Popen(
-                [sys.executable, __file__, "--one", *args], stdout=subprocess.PIPE, text=True
+                [sys.executable, __file__, "--one", *args],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
             )
             for _ in range(workers)
         ]
@@ -251,6 +277,7 @@ def measure(
     finally:
         server.terminate()
         server.wait()
+        shim.cleanup()
     tokens = sum(r["tokens"] for r in results)
     cpu = sum(r["cpu_s"] for r in results)
     wall = max(r["wall"] for r in results)
@@ -295,6 +322,19 @@ def run(quick: bool = False) -> list[Figure]:
                         f"{streams} streams, lag p99 {r['lag_p99']:.0f} ms",
                     )
                 )
+    if os.environ.get("BENCH_BASELINE"):
+        tree = Path(os.environ["BENCH_BASELINE"])
+        r = measure("agent", "httpx", streams, baseline=tree)
+        figures.append(
+            Figure(
+                "client CPU",
+                "agent, before (BENCH_BASELINE), asyncio",
+                r["cpu_us_per_token"],
+                "µs/token",
+                "≤ 40",
+                f"{streams} streams, lag p99 {r['lag_p99']:.0f} ms",
+            )
+        )
     # 2. sessions: idle memory, then busy streams, one process and two workers
     best = "uvloop" if _has_uvloop() else "asyncio"
     idle = measure(

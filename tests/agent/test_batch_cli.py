@@ -80,3 +80,12 @@ def test_batch_over_two_worker_processes(workdir):
     assert len(results) == 3 and all(r["ok"] for r in results)
     assert {r["trace"] for r in results} == {f"traces/{r['id']}.jsonl" for r in results}
     assert all((workdir / r["trace"]).is_file() for r in results)
+
+
+@pytest.mark.parametrize("command", ["batch", "export"])
+def test_help(workdir, command):
+    proc = subprocess.run(
+        [sys.executable, "-m", "harmony_agent", command, "--help"],
+        cwd=workdir, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and f"usage: harmony-agent {command}" in proc.stdout
