@@ -19,7 +19,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,browser,test-reference]'
+	$(BIN)/pip install -q -e '.[dev,browser,test-reference,ray,fast]'
 	$(BIN)/pip install -q --no-deps --ignore-requires-python gpt-oss==0.0.9
 	touch $@
 

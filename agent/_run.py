@@ -306,6 +306,7 @@ class Run:
         prompt = self.transcript.view()
         parser = TurnParser(self.agent.encoding)
         output: list[int] = []
+        logprobs: list[float | None] | None = []  # None once a chunk comes without
         started = time.perf_counter()
         engine = self.agent.engine
         finish: FinishReason | None = None
@@ -315,6 +316,11 @@ class Run:
             async with aclosing(engine.generate(request)) as chunks:
                 async for chunk in chunks:
                     output.extend(chunk.token_ids)
+                    if logprobs is not None:
+                        if chunk.logprobs is None:
+                            logprobs = None
+                        else:
+                            logprobs.extend(chunk.logprobs)
                     for item in parser.feed_many(chunk.token_ids):
                         call_id = f"{self.run_id}-{len(self.calls)}"
                         event = visible_event(item, self.run_id, self.turn, call_id)
@@ -335,7 +341,8 @@ class Run:
             raise EngineError(f"{type(engine).__name__} ended the stream without a finish reason")
         if finish == "length":
             parser.finish_eos()
-        yield self._count(prompt, output, finish, usage, time.perf_counter() - started)
+        duration = time.perf_counter() - started
+        yield self._count(prompt, output, finish, usage, duration, logprobs or None)
         messages, error = list(parser.messages), parser.error
         kept = parser.salvage() if error is not None else None
         if kept is not None:  # a complete call or final answer came before the broken part
@@ -353,6 +360,7 @@ class Run:
         finish: FinishReason,
         usage: TokenUsage | None,
         duration_s: float,
+        logprobs: Sequence[float | None] | None = None,
     ) -> TurnFinished:
         """Add the turn to the run's usage (the engine's counts, else the ids we saw)."""
         if usage is None:
@@ -372,6 +380,7 @@ class Run:
             cached_prompt_tokens=usage.cached_prompt_tokens,
             duration_s=duration_s,
             output_ids=tuple(output),
+            output_logprobs=tuple(logprobs) if logprobs else None,
         )
 
     # --- decide: what happens next --------------------------------------------------------

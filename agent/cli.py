@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import json
 import os
 import shlex
 import signal
@@ -34,6 +35,7 @@ from ._cli_approval import approver_for, decisions_for, paused, trace_for_pause
 from ._console import EventView, Prices
 from ._hooks import UsageLimits
 from .agent import Agent, RunStream
+from .batch import loop_options
 from .errors import ConfigurationError, HarmonyAgentError, UsageLimitExceeded
 from .events import Event, RunFinished, RunPaused, event_to_json
 
@@ -336,6 +338,61 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument(
         "-o", "--output", metavar="FILE", help="where to write the page (default: TRACE with .html)"
     )
+
+    batch = sub.add_parser(
+        "batch",
+        help="run a JSON-lines file of tasks, resumably, over processes or Ray",
+        description='Run every task of TASKS (JSON lines: {"task": ..., "id": ..., '
+        '"settings": {...}}) and append each result to RESULTS as it finishes (fsynced). '
+        "Running it again skips the tasks already done. A progress bar goes to stderr.",
+    )
+    batch.add_argument("tasks", metavar="TASKS", help="the tasks file (JSON lines)")
+    batch.add_argument(
+        "-o", "--output", metavar="RESULTS", required=True, help="the results file (JSON lines)"
+    )
+    batch.add_argument(
+        "-j", "--concurrency", type=int, default=16, help="runs at once per worker (default 16)"
+    )
+    batch.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (or Ray actors), each with its own browser, sandboxes and "
+        "engine client (default 1: this process)",
+    )
+    batch.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: a local Ray without ADDRESS, else the cluster at ADDRESS "
+        "(needs harmony-agent[ray])",
+    )
+    batch.add_argument(
+        "--traces", metavar="DIR", help="write each run's trace to DIR/ID.jsonl (for export)"
+    )
+    batch.add_argument(
+        "--retry-failed", action="store_true", help="run the tasks recorded as failed again"
+    )
+    _agent_options(batch)
+
+    export = sub.add_parser(
+        "export",
+        help="turn traces into training data (token ids + loss mask, or chat JSONL)",
+        description="Write one JSON line per finished run of the TRACE files: --format tokens "
+        "(prompt_ids, response_ids, response_mask/loss_mask, logprobs, turn boundaries: verl "
+        "and SkyRL field names) or --format chat (OpenAI-style fine-tuning messages with "
+        "reasoning and tool calls, checked to round-trip through Harmony).",
+    )
+    export.add_argument("traces", metavar="TRACE", nargs="+", help="trace files")
+    export.add_argument("--format", choices=["tokens", "chat"], required=True)
+    export.add_argument("-o", "--output", metavar="FILE", required=True, help="the JSONL file")
+    export.add_argument(
+        "--include-unfinished",
+        action="store_true",
+        help="tokens: also runs without a final answer (their steps so far)",
+    )
     return parser
 
 
@@ -584,7 +641,71 @@ async def _cmd_trace(args: argparse.Namespace, out: Console, err: Console) -> in
     return 0
 
 
+def batch_agent(args: argparse.Namespace) -> Any:
+    """The agent of one batch worker (a module-level function: worker processes and Ray
+    actors build theirs with it from the parsed options)."""
+    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
+    return _agent(args, engine)
+
+
+async def _cmd_batch(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import functools
+
+    from .batch import run_batch
+
+    summary = await run_batch(
+        args.tasks,
+        functools.partial(batch_agent, args),
+        args.output,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        traces_dir=args.traces,
+        retry_failed=args.retry_failed,
+        progress=not args.json,
+        ray_address=False if args.ray is None else (args.ray or None),
+    )
+    for bad in summary.bad_lines:
+        err.print(f"[yellow]{args.tasks}: {bad} (skipped)[/]", highlight=False)
+    if args.json:
+        record = {
+            "total": summary.total,
+            "ok": summary.ok,
+            "failed": summary.failed,
+            "skipped": summary.skipped,
+            "bad_lines": [{"line": b.line, "reason": b.reason} for b in summary.bad_lines],
+            "seconds": round(summary.seconds, 3),
+        }
+        out.file.write(json.dumps(record) + "\n")
+    else:
+        err.print(
+            f"{summary.ok} answered, {summary.failed} failed, {summary.skipped} already done, "
+            f"{len(summary.bad_lines)} bad lines in {summary.seconds:.1f} s "
+            f"({summary.tasks_per_s:.2f} tasks/s) -> {args.output}",
+            highlight=False,
+        )
+    return 0 if summary.failed == 0 and not summary.bad_lines else 1
+
+
+async def _cmd_export(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from .export import export
+
+    report = await anyio.to_thread.run_sync(
+        lambda: export(
+            args.traces, args.format, args.output, include_unfinished=args.include_unfinished
+        )
+    )
+    for reason in report.left_out:
+        err.print(f"[yellow]left out: {reason}[/]", highlight=False)
+    err.print(
+        f"{report.written} runs -> {args.output} ({len(report.left_out)} left out)",
+        highlight=False,
+    )
+    return 0 if not report.left_out else 1
+
+
 _COMMANDS = {
+    "batch": _cmd_batch,
+    "export": _cmd_export,
     "run": _cmd_run,
     "chat": _cmd_chat,
     "resume": _cmd_resume,
@@ -654,7 +775,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(file=sys.stdout, soft_wrap=True)
     err = Console(file=sys.stderr, soft_wrap=True)
     try:
-        return anyio.run(_interruptible, _COMMANDS[args.command], args, out, err)
+        # uvloop (when installed) for batches: many streams, the cheapest loop per event
+        options = loop_options() if args.command == "batch" else {}
+        return anyio.run(
+            _interruptible, _COMMANDS[args.command], args, out, err, backend_options=options
+        )
     except ConfigurationError as exc:
         print(f"harmony-agent: {_with_flags(exc)}", file=sys.stderr)
         return 2

@@ -142,6 +142,8 @@ class TurnFinished:
     cached_prompt_tokens: int | None
     duration_s: float
     output_ids: tuple[int, ...] = ()
+    #: the log probability of each of ``output_ids`` when the engine returned them
+    output_logprobs: tuple[float | None, ...] | None = None
     type: Literal["turn_finished"] = "turn_finished"
 
 

@@ -23,6 +23,7 @@ LLAMACPP_PYTHON = ROOT / ".venv-llamacpp" / "bin" / "python"
 BENCHES = [
     ("bench_runtime.py", sys.executable),
     ("bench_concurrency.py", sys.executable),
+    ("bench_batch.py", sys.executable),
     ("bench_python_tool.py", sys.executable),
     ("bench_browser.py", sys.executable),
     ("bench_mcp.py", sys.executable),

@@ -10,16 +10,15 @@ body, a token now and then).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import anyio
-import httpx
 from harmony_agent.errors import EngineProtocolError, EngineRequestError, EngineTimeoutError
 
 from ._errors import with_settings
+from ._http import Answer, HttpClient
 from ._sse import SSEFramer
-from ._wire import Delta, parse_json, token_ids
+from ._wire import Delta, parse_json, token_ids, token_logprobs
 
 __all__ = ["ERROR_BODY_BYTES", "Clock", "error_body", "send", "stream_deltas", "whole_delta"]
 
@@ -58,14 +57,19 @@ class Clock:
         """``count`` new ids arrived: the next one has ``token_timeout``; past ``max_ids``
         the server is cut off (it does not honour ``max_tokens``)."""
         if count:
-            self.tokens += count
-            if self.tokens > self.max_ids:
-                raise EngineProtocolError(
-                    f"{self.where} streamed {self.tokens} tokens for a request of "
-                    f"max_tokens={self.max_tokens}: the server does not honour max_tokens; "
-                    "cut off"
-                )
+            self.count(count)
             self.progress()
+
+    def count(self, count: int) -> None:
+        """:meth:`sampled` without restarting the timer (the caller does it once for all
+        the events of one network read: they arrived at the same moment)."""
+        self.tokens += count
+        if self.tokens > self.max_ids:
+            raise EngineProtocolError(
+                f"{self.where} streamed {self.tokens} tokens for a request of "
+                f"max_tokens={self.max_tokens}: the server does not honour max_tokens; "
+                "cut off"
+            )
 
     def progress(self) -> None:
         """The server moved on (ids, or the end of the completion): restart the token timer."""
@@ -96,30 +100,32 @@ class Clock:
         )
 
 
-async def send(client: httpx.AsyncClient, request: httpx.Request, clock: Clock) -> httpx.Response:
-    """Send ``request``; the wait for the response headers is under the first-token deadline
+async def send(
+    client: HttpClient, url: str, body: dict[str, Any], headers: dict[str, str], clock: Clock
+) -> Answer:
+    """Send the request; the wait for the response headers is under the first-token deadline
     (a server that accepts and never answers must not hang the run)."""
     with anyio.CancelScope(deadline=clock.deadline()):
-        return await client.send(request, stream=True)
+        return await client.post(url, body, headers)
     # only the deadline ends the block without a return
     raise clock.expired("the response headers")
 
 
-async def error_body(response: httpx.Response, clock: Clock) -> bytes:
+async def error_body(response: Answer, clock: Clock) -> bytes:
     """The start of a body that is only quoted, read under the same deadline (a 500 whose
     body never ends must not hang either); what arrived in time is enough to quote."""
     body = bytearray()
     with anyio.CancelScope(deadline=clock.deadline()):
-        async for data in response.aiter_bytes():
+        while data := await response.read():
             body += data
             if len(body) >= ERROR_BODY_BYTES:
                 break
     return bytes(body[:ERROR_BODY_BYTES])
 
 
-def _not_an_event_stream(response: httpx.Response) -> str | None:
+def _not_an_event_stream(response: Answer) -> str | None:
     """Why a 200 answer to a streaming request is no event stream, if it is not one."""
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = (response.header("content-type") or "").split(";")[0].strip().lower()
     if not kind or kind == "text/event-stream":
         return None
     if kind == "application/json":
@@ -132,38 +138,95 @@ def _not_an_event_stream(response: httpx.Response) -> str | None:
     return f"answered with {kind}, not an event stream (text/event-stream)"
 
 
-async def _payloads(
-    response: httpx.Response, clock: Clock, max_line: int
-) -> AsyncGenerator[str, None]:
-    """The ``data`` payloads of the event stream, each network read under the clock."""
-    framer = SSEFramer(max_line)
-    reads = response.aiter_bytes()  # closed with the response
-    while True:
-        data = b""
-        with anyio.CancelScope(deadline=clock.deadline()) as scope:
-            try:
-                data = await reads.__anext__()
-            except StopAsyncIteration:
-                break
-        if scope.cancelled_caught:
-            raise clock.expired()
-        for payload in framer.feed(data):
-            yield payload
-    for payload in framer.close():
-        yield payload
-
-
 def _choices(event: dict[str, Any], where: str) -> list[dict[str, Any]]:
     choices = event.get("choices") or []
-    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+    if type(choices) is not list:
         raise EngineProtocolError(f"{where} sent choices that are not a list of objects")
+    for choice in choices:
+        if type(choice) is not dict:
+            raise EngineProtocolError(f"{where} sent choices that are not a list of objects")
     return choices
 
 
+class _Events:
+    """What the payloads of an event stream said so far (pure: no I/O)."""
+
+    def __init__(self, clock: Clock, logprobs: bool) -> None:
+        self.clock = clock
+        self.finish: Delta | None = None
+        self.tail: list[int] = []  # ids that came with or after the finish reason
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+        self.logprobs = logprobs
+        self.lps: list[float | None] = []  # the logprobs of the ids taken, when asked for
+        self.tail_lps: list[float | None] = []
+
+    def take(self, payloads: list[str], ids: list[int]) -> None:
+        """Add the ids of ``payloads`` (before the finish) to ``ids`` (their logprobs, when
+        asked for, to ``lps``)."""
+        clock, where = self.clock, self.clock.where
+        before = clock.tokens
+        self._take(payloads, ids, clock, where)
+        if clock.tokens != before:
+            clock.progress()  # once per read, not once per event
+
+    def _take(self, payloads: list[str], ids: list[int], clock: Clock, where: str) -> None:
+        for payload in payloads:
+            if payload == "[DONE]":
+                self.done = True
+                return
+            event = parse_json(payload, where)
+            if "error" in event and not event.get("choices"):
+                raise EngineRequestError(
+                    f"{where} reported an error mid-stream: {event['error']!s:.300}"
+                )
+            if isinstance(event.get("usage"), dict):
+                self.usage = event["usage"]
+            for choice in _choices(event, where):
+                new = token_ids(choice, where)
+                clock.count(len(new))
+                if choice.get("finish_reason"):
+                    self.finish = Delta([], choice["finish_reason"], choice.get("stop_reason"))
+                    clock.progress()  # the end came in time: the usage may follow
+                if self.finish is None:
+                    ids.extend(new)
+                    if self.logprobs:
+                        self.lps.extend(token_logprobs(choice, len(new)))
+                else:
+                    self.tail.extend(new)
+                    if self.logprobs:
+                        self.tail_lps.extend(token_logprobs(choice, len(new)))
+
+    def delta(self, ids: list[int]) -> Delta:
+        """The ids taken since the last delta (and their logprobs)."""
+        if not self.logprobs:
+            return Delta(ids)
+        lps, self.lps = self.lps, []
+        return Delta(ids, logprobs=lps)
+
+
+async def _next_read(response: Answer, clock: Clock) -> bytes:
+    """The next piece of the body: what already arrived without a wait (and without the
+    cost of a cancel scope), else a wait under the clock's deadline."""
+    data = response.read_nowait()
+    if data:
+        return data
+    with anyio.CancelScope(deadline=clock.deadline()) as scope:
+        return await response.read()
+    if scope.cancelled_caught:
+        raise clock.expired()
+    raise AssertionError("unreachable: only the deadline ends the scope without a return")
+
+
 async def stream_deltas(
-    response: httpx.Response, clock: Clock, max_line: int
+    response: Answer, clock: Clock, max_line: int, logprobs: bool = False
 ) -> AsyncGenerator[Delta, None]:
-    """The sampled ids of an event stream as deltas; the last one carries the finish."""
+    """The sampled ids of an event stream as deltas; the last one carries the finish.
+
+    One delta per network read, holding the ids of every event that read completed: when
+    the loop is busy and several events have arrived, they cost one chunk downstream, not
+    one each. A read that must wait does so under the clock's deadline.
+    """
     where = clock.where
     wrong = _not_an_event_stream(response)
     if wrong is not None:
@@ -171,47 +234,46 @@ async def stream_deltas(
         raise with_settings(
             EngineProtocolError(f"{where} {wrong} (it sent {body[:120]!r})"), "base_url"
         )
-    finish: Delta | None = None
-    tail: list[int] = []  # ids that came with or after the finish reason
-    usage: dict[str, Any] | None = None
-    async with aclosing(_payloads(response, clock, max_line)) as payloads:
-        async for payload in payloads:
-            if payload == "[DONE]":
-                break
-            event = parse_json(payload, where)
-            if "error" in event and not event.get("choices"):
-                raise EngineRequestError(
-                    f"{where} reported an error mid-stream: {event['error']!s:.300}"
-                )
-            if isinstance(event.get("usage"), dict):
-                usage = event["usage"]
-            for choice in _choices(event, where):
-                ids = token_ids(choice, where)
-                clock.sampled(len(ids))
-                if choice.get("finish_reason"):
-                    finish = Delta([], choice["finish_reason"], choice.get("stop_reason"))
-                    clock.progress()  # the end came in time: the usage may follow
-                    tail.extend(ids)
-                elif finish is None:
-                    yield Delta(ids)
-                else:
-                    tail.extend(ids)
-    if finish is None:
+    framer = SSEFramer(max_line)
+    events = _Events(clock, logprobs)
+    ended = False
+    while not (ended or events.done or events.finish is not None):
+        ids: list[int] = []
+        data = await _next_read(response, clock)
+        ended = not data
+        try:
+            events.take(framer.close() if ended else framer.feed(data), ids)
+        except EngineProtocolError:
+            if ids:  # what arrived before the fault still reaches the caller
+                yield events.delta(ids)
+            raise
+        if ids:
+            yield events.delta(ids)
+    # the usage (and [DONE]) may follow the finish: read them under the same deadlines
+    while not (ended or events.done):
+        data = await _next_read(response, clock)
+        ended = not data
+        events.take(framer.close() if ended else framer.feed(data), events.tail)
+    if events.finish is None:
         raise EngineProtocolError(
             f"{where} closed the stream without a finish reason after {clock.tokens} tokens; "
             "check its logs"
         )
-    yield finish._replace(ids=tail, usage=usage)
+    yield events.finish._replace(
+        ids=events.tail,
+        usage=events.usage,
+        logprobs=events.tail_lps if logprobs else None,
+    )
 
 
 async def whole_delta(
-    response: httpx.Response, clock: Clock, max_bytes: int
+    response: Answer, clock: Clock, max_bytes: int, logprobs: bool = False
 ) -> AsyncGenerator[Delta, None]:
     """The one delta of a non-streamed answer, read whole under the clock."""
     where = clock.where
     body = bytearray()
     with anyio.CancelScope(deadline=clock.deadline()) as scope:
-        async for data in response.aiter_bytes():
+        while data := await response.read():
             body += data
             if len(body) > max_bytes:
                 raise EngineProtocolError(
@@ -231,4 +293,5 @@ async def whole_delta(
         choice.get("finish_reason") or "stop",
         choice.get("stop_reason"),
         usage if isinstance(usage, dict) else None,
+        token_logprobs(choice, len(ids)) if logprobs else None,
     )

@@ -25,7 +25,14 @@ from harmony_agent.errors import EngineProtocolError, EngineRequestError
 
 from .base import Chunk, FinishReason, GenerationRequest, TokenUsage
 
-__all__ = ["Delta", "check_token_ids", "final_chunk", "parse_json", "token_ids"]
+__all__ = [
+    "Delta",
+    "check_token_ids",
+    "final_chunk",
+    "parse_json",
+    "token_ids",
+    "token_logprobs",
+]
 
 
 class Delta(NamedTuple):
@@ -35,6 +42,7 @@ class Delta(NamedTuple):
     finish: str | None = None
     stop_reason: Any = None
     usage: dict[str, Any] | None = None
+    logprobs: list[float | None] | None = None  # one per id, when they were asked for
 
 
 def parse_json(text: str, where: str) -> dict[str, Any]:
@@ -85,6 +93,16 @@ def token_ids(choice: dict[str, Any], where: str) -> list[int]:
     return check_token_ids(ids, where)
 
 
+def token_logprobs(choice: dict[str, Any], count: int) -> list[float | None]:
+    """The log probabilities of a choice's ``count`` sampled ids (OpenAI completions'
+    ``logprobs.token_logprobs``); ``None`` for each id the server did not score."""
+    logprobs = choice.get("logprobs")
+    values = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
+    if not isinstance(values, list) or len(values) != count:
+        return [None] * count
+    return [float(v) if isinstance(v, int | float) else None for v in values]
+
+
 def final_chunk(
     last: Delta,
     sampled: Sequence[int],
@@ -98,6 +116,7 @@ def final_chunk(
         "length" if finish == "length" else "abort" if finish == "abort" else "stop"
     )
     ids = list(last.ids)
+    logprobs = list(last.logprobs) if last.logprobs is not None else None
     stop_id = None
     if reason == "stop":
         # The stop token is already there when the server returns it (vLLM does, whether it
@@ -120,6 +139,8 @@ def final_chunk(
             else:
                 stop_id = CALL if _ends_in_call(sampled) else RETURN
             ids.append(stop_id)
+            if logprobs is not None:
+                logprobs.append(None)  # put back by us: the server scored no such id
     usage = last.usage or {}
     cached = None
     details = usage.get("prompt_tokens_details") or {}
@@ -132,7 +153,13 @@ def final_chunk(
         output_tokens=_count(usage.get("completion_tokens")) or 0,
         cached_prompt_tokens=cached,
     )
-    return Chunk(tuple(ids), reason, stop_id, token_usage)
+    return Chunk(
+        tuple(ids),
+        reason,
+        stop_id,
+        token_usage,
+        tuple(logprobs) if logprobs is not None else None,
+    )
 
 
 def _count(value: object) -> int | None:

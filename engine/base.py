@@ -82,13 +82,16 @@ class Chunk:
     """Newly sampled token ids. The last chunk of a request also carries how it ended.
 
     The stop token (``<|call|>`` or ``<|return|>``) is part of ``token_ids`` and is repeated
-    in ``stop_token_id``.
+    in ``stop_token_id``. ``logprobs``: when the engine was asked for them, the log
+    probability of each id in ``token_ids`` (``None`` for an id the server did not score,
+    such as a stop token put back); ``None`` when not asked for.
     """
 
     token_ids: tuple[int, ...]
     finish_reason: FinishReason | None = None
     stop_token_id: int | None = None
     usage: TokenUsage | None = field(default=None)
+    logprobs: tuple[float | None, ...] | None = None
 
     @property
     def is_last(self) -> bool:

@@ -5,8 +5,9 @@ tokens and a request for the sampled ids; the sampled ids come back in the SSE c
 chat template, no re-rendering: the server sees exactly the prompt the agent built. How each
 server spells that request is a :class:`~harmony_agent.engine._flavor.Flavor` (data);
 the answer is read under deadlines (``_stream``), its event stream cut into payloads by a
-pure framer (``_sse``) and its payloads read into our types (``_wire``); httpx's exceptions
-are mapped in one place (``_errors``). This module keeps the settings, the client, model
+pure framer (``_sse``) and its payloads read into our types (``_wire``); the HTTP client
+is aiohttp on asyncio, httpx elsewhere or with an httpx ``transport`` (``_http``), each
+library's exceptions mapped to ours in one place (``_errors``, ``_http``). This module keeps the settings, the client, model
 discovery and the retry loop.
 
 Example::
@@ -32,13 +33,15 @@ Every fault ends in bounded time:
 - a server that streams more than the request's ``max_tokens`` (plus a small margin) is cut
   off, so a stream that never stops ends too.
 
+``logprobs=True`` asks the server for the log probability of each sampled id
+(``"logprobs": 0``); the chunks carry them (``Chunk.logprobs``) and traces record them.
+
 Failures before the first id (refused, reset, 5xx, 429) are retried ``max_retries`` times
 with exponential backoff; after it nothing is retried, since ids were already streamed.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import AsyncGenerator
@@ -46,7 +49,6 @@ from contextlib import aclosing
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import httpx
 from harmony_agent.errors import (
     ConfigurationError,
@@ -55,8 +57,9 @@ from harmony_agent.errors import (
     EngineTimeoutError,
 )
 
-from ._errors import RETRY_STATUS, Retryable, map_transport_errors, status_error, with_settings
+from ._errors import RETRY_STATUS, Retryable, status_error, with_settings
 from ._flavor import FLAVORS, Flavor
+from ._http import Answer, HttpClient, make_client
 from ._sse import DEFAULT_MAX_LINE
 from ._stream import ERROR_BODY_BYTES, Clock, error_body, send, stream_deltas, whole_delta
 from ._wire import final_chunk, parse_json
@@ -91,6 +94,7 @@ class OpenAICompatibleEngine(Engine):
         context_window: int | None = None,
         headers: dict[str, str] | None = None,
         extra_body: dict[str, Any] | None = None,
+        logprobs: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
@@ -138,46 +142,30 @@ class OpenAICompatibleEngine(Engine):
         self.max_line_bytes = max_line_bytes
         self.context_window = context_window
         self.extra_body = extra_body or {}
+        self.logprobs = logprobs
         self._headers = {"accept": "text/event-stream" if stream else "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._headers.update(headers or {})
-        # No read timeout of httpx's: the deadlines of the first and next token are ours.
-        self._timeout = httpx.Timeout(
-            connect=connect_timeout, read=None, write=connect_timeout, pool=None
-        )
+        self._connect_timeout = connect_timeout
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
         self._model_lock = anyio.Lock()
-        self._client_lock = anyio.Lock()
         self._discovered = False
 
     # --- plumbing --------------------------------------------------------------------------
 
-    async def _http(self) -> httpx.AsyncClient:
-        # Building the client loads the CA bundle (40-60 ms): done in a worker thread, so the
-        # first request of many concurrent runs does not stall the event loop. Idle
-        # connections are kept (for httpx's 5 s expiry) as many as were in use, so the next
-        # turn of every concurrent run reuses its connection instead of connecting again.
+    def _http(self) -> HttpClient:
+        # Chosen on first use, inside the event loop: aiohttp on asyncio (the cheapest per
+        # streamed event), httpx on other loops or when an httpx transport was given.
         if self._client is None:
-            async with self._client_lock:
-                if self._client is None:
-                    self._client = await anyio.to_thread.run_sync(
-                        functools.partial(
-                            httpx.AsyncClient,
-                            timeout=self._timeout,
-                            transport=self._transport,
-                            limits=httpx.Limits(
-                                max_connections=None, max_keepalive_connections=None
-                            ),
-                        )
-                    )
+            self._client = make_client(self._connect_timeout, self._transport)
         return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+            client, self._client = self._client, None
+            await client.aclose()
 
     async def _model_name(self) -> str:
         """The model to ask for; asks ``/models`` once when it is not given, or to learn the
@@ -195,10 +183,11 @@ class OpenAICompatibleEngine(Engine):
     async def _discover(self) -> None:
         self._discovered = True
         url = f"{self.base_url}/models"
+        client = self._http()
         try:
-            with map_transport_errors(url, ()):
+            with client.errors(url, ()):
                 with anyio.fail_after(min(30.0, self.first_token_timeout)):
-                    response = await (await self._http()).get(url, headers=self._headers)
+                    status, content, content_type = await client.get(url, self._headers)
         except (Retryable, TimeoutError) as exc:
             if self.model is not None:
                 return  # the completions request will say what is wrong, with retries
@@ -208,17 +197,11 @@ class OpenAICompatibleEngine(Engine):
                 EngineTimeoutError(f"{url} did not answer within 30 s; is the server up?"),
                 "base_url",
             ) from None
-        if response.status_code != 200:
+        if status != 200:
             if self.model is not None:
                 return  # only the context window was missing: not worth failing for
-            raise status_error(
-                url,
-                response.status_code,
-                response.content[:ERROR_BODY_BYTES],
-                response.headers.get("content-type", ""),
-                None,
-            )
-        data = parse_json(response.text, url).get("data")
+            raise status_error(url, status, content[:ERROR_BODY_BYTES], content_type, None)
+        data = parse_json(content.decode("utf-8", errors="replace"), url).get("data")
         cards = [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
         if self.model is None:
             if len(cards) != 1 or not isinstance(cards[0].get("id"), str):
@@ -237,6 +220,12 @@ class OpenAICompatibleEngine(Engine):
 
     def _body(self, request: GenerationRequest, model: str) -> dict[str, Any]:
         body = self.flavor.body(request, model, stream=self.stream)
+        if self.logprobs:
+            body["logprobs"] = 0  # the sampled id's own logprob, no alternatives
+            if self.flavor.name == "vllm":
+                # ids, not text, for the scored tokens: no detokenizing on the server (a
+                # server run with --skip-tokenizer-init could not)
+                body["return_tokens_as_token_ids"] = True
         body.update(self.extra_body)
         return body
 
@@ -258,7 +247,9 @@ class OpenAICompatibleEngine(Engine):
         headers = {**self._headers, **self.flavor.headers(request)}
         attempt = 0
         while True:
-            streamed = False
+            # one attempt, inline: the chunks pass through no generator of ours but the
+            # deltas' (each hop between socket and agent costs CPU on every chunk)
+            sampled: list[int] = []  # the whole completion of this attempt so far
             clock = Clock(
                 self.base_url,
                 first_token_timeout=self.first_token_timeout,
@@ -268,61 +259,71 @@ class OpenAICompatibleEngine(Engine):
                 max_ids=body["max_tokens"] + TOKEN_MARGIN,
                 max_tokens=body["max_tokens"],
             )
+            client = self._http()
             try:
-                async with aclosing(self._attempt(url, body, headers, request, clock)) as chunks:
-                    async for chunk in chunks:
-                        streamed = True
-                        yield chunk
+                with client.errors(url, sampled):
+                    response = await self._open(client, url, body, headers, clock)
+                    try:
+                        cached_header = None
+                        if self.flavor.cached_tokens_header:
+                            cached_header = response.header(self.flavor.cached_tokens_header)
+                        if self.stream:
+                            source = stream_deltas(
+                                response, clock, self.max_line_bytes, self.logprobs
+                            )
+                        else:
+                            source = whole_delta(
+                                response, clock, self.max_line_bytes, self.logprobs
+                            )
+                        async with aclosing(source) as deltas:
+                            async for delta in deltas:
+                                sampled += delta.ids
+                                if delta.finish is None:
+                                    yield Chunk(
+                                        tuple(delta.ids),
+                                        logprobs=None
+                                        if delta.logprobs is None
+                                        else tuple(delta.logprobs),
+                                    )
+                                else:
+                                    yield final_chunk(delta, sampled, cached_header, request)
+                                    return
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await response.aclose()
                 return
             except Retryable as retry:
                 pause = self.retry_backoff * 2**attempt
                 late = anyio.current_time() + pause >= turn_deadline
-                if streamed or attempt >= self.max_retries or late:
+                if sampled or attempt >= self.max_retries or late:
                     raise retry.error from retry.__cause__
                 await anyio.sleep(pause)
                 attempt += 1
 
-    async def _attempt(
+    async def _open(
         self,
+        client: HttpClient,
         url: str,
         body: dict[str, Any],
         headers: dict[str, str],
-        request: GenerationRequest,
         clock: Clock,
-    ) -> AsyncGenerator[Chunk, None]:
-        sampled: list[int] = []  # the whole completion so far
-        with map_transport_errors(url, sampled):
-            client = await self._http()
-            prepared = client.build_request("POST", url, json=body, headers=headers)
-            response = await send(client, prepared, clock)
-            try:
-                if response.status_code != 200:
-                    error = status_error(
-                        url,
-                        response.status_code,
-                        await error_body(response, clock),
-                        response.headers.get("content-type", ""),
-                        body.get("model"),
-                    )
-                    if response.status_code in RETRY_STATUS:
-                        raise Retryable(error)
-                    raise error
-                cached_header = None
-                if self.flavor.cached_tokens_header:
-                    cached_header = response.headers.get(self.flavor.cached_tokens_header)
-                if self.stream:
-                    source = stream_deltas(response, clock, self.max_line_bytes)
-                else:
-                    source = whole_delta(response, clock, self.max_line_bytes)
-                async with aclosing(source) as deltas:
-                    async for delta in deltas:
-                        sampled += delta.ids
-                        if delta.finish is None:
-                            if delta.ids:
-                                yield Chunk(tuple(delta.ids))
-                            continue
-                        yield final_chunk(delta, sampled, cached_header, request)
-                        return
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
+    ) -> Answer:
+        """Send the request; a 200 answer whose body is still to read, else the error
+        (a :class:`Retryable` one for the statuses worth another try)."""
+        response = await send(client, url, body, headers, clock)
+        if response.status == 200:
+            return response
+        try:
+            error = status_error(
+                url,
+                response.status,
+                await error_body(response, clock),
+                response.header("content-type") or "",
+                body.get("model"),
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        if response.status in RETRY_STATUS:
+            raise Retryable(error)
+        raise error

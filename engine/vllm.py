@@ -65,10 +65,16 @@ def _import_vllm() -> Any:
 
 
 class VLLMEngine(Engine):
-    """In-process vLLM (``AsyncLLM``) streaming DELTA token ids."""
+    """In-process vLLM (``AsyncLLM``) streaming DELTA token ids.
 
-    def __init__(self, model: str = "openai/gpt-oss-20b", **overrides: Any) -> None:
+    ``logprobs=True``: each chunk carries the log probability of every sampled id.
+    """
+
+    def __init__(
+        self, model: str = "openai/gpt-oss-20b", *, logprobs: bool = False, **overrides: Any
+    ) -> None:
         self.model = model
+        self.logprobs = logprobs
         self.engine_args = {**GPU_DEFAULTS, **overrides, "model": model}
         self.context_window = self.engine_args.get("max_model_len")
         self._llm: Any = None
@@ -114,6 +120,8 @@ class VLLMEngine(Engine):
             value = getattr(request, key)
             if value is not None:
                 kwargs[key] = value
+        if self.logprobs:
+            kwargs["logprobs"] = 0  # the sampled id's own logprob, no alternatives
         if request.constraint is not None:
             try:
                 from vllm.sampling_params import StructuredOutputsParams
@@ -138,9 +146,10 @@ class VLLMEngine(Engine):
                 completion = out.outputs[0]
                 ids = tuple(completion.token_ids)
                 produced += len(ids)
+                lps = _logprobs(ids, completion.logprobs) if self.logprobs else None
                 if not out.finished:
                     if ids:
-                        yield Chunk(ids)
+                        yield Chunk(ids, logprobs=lps)
                     continue
                 finished = True
                 reason = completion.finish_reason or "stop"
@@ -160,7 +169,7 @@ class VLLMEngine(Engine):
                     output_tokens=produced,
                     cached_prompt_tokens=getattr(out, "num_cached_tokens", None),
                 )
-                yield Chunk(ids, reason, stop_id, usage)  # type: ignore[arg-type]
+                yield Chunk(ids, reason, stop_id, usage, lps)  # type: ignore[arg-type]
                 return
         except (ConfigurationError, EngineError):
             raise
@@ -174,3 +183,15 @@ class VLLMEngine(Engine):
             if not finished and self._llm is not None:
                 with anyio.CancelScope(shield=True):
                     await self._llm.abort(request_id)
+
+
+def _logprobs(ids: tuple[int, ...], positions: Any) -> tuple[float | None, ...]:
+    """The logprob of each sampled id from vLLM's per-position ``{id: Logprob}`` maps."""
+    if positions is None:
+        return (None,) * len(ids)
+    out: list[float | None] = []
+    for token, position in zip(ids, positions, strict=False):
+        entry = position.get(token) if hasattr(position, "get") else None
+        out.append(float(entry.logprob) if entry is not None else None)
+    out += [None] * (len(ids) - len(out))
+    return tuple(out)
