@@ -50,6 +50,7 @@ from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
+from ._checks import check_agent_arguments, check_history, check_no_running_loop, check_task
 from ._encoding import load_encoding
 from ._registry import ToolRegistry
 from ._run import Run
@@ -118,9 +119,17 @@ class Agent:
             raise ConfigurationError(
                 f"reasoning_effort must be 'low', 'medium' or 'high', got {reasoning_effort!r}"
             )
-        for name, value in (("max_turns", max_turns), ("max_tokens_per_turn", max_tokens_per_turn)):
-            if value < 1:
-                raise ConfigurationError(f"{name} must be at least 1, got {value}")
+        check_agent_arguments(
+            instructions=instructions,
+            tools=tools,
+            max_turns=max_turns,
+            max_tokens_per_turn=max_tokens_per_turn,
+            max_tool_errors=max_tool_errors,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            context_window=context_window,
+        )
         self.instructions = instructions
         self.engine = engine
         self._tool_items = list(tools)
@@ -245,6 +254,8 @@ class Agent:
         (``async with contextlib.aclosing(agent.stream(task)) as events``) to stop early; the
         engine request is aborted and the run's tools are closed.
         """
+        check_task(task)
+        check_history(history)
         return Run(self, task, history, deps, recorder=_recorder(trace)).events()
 
     async def run(
@@ -265,6 +276,8 @@ class Agent:
         ``on_event``: called with every event as it happens (sync or async), e.g. to show
         progress while still getting the whole result.
         """
+        check_task(task)
+        check_history(history)
         run = Run(self, task, history, deps, recorder=_recorder(trace))
         return await _finish(run, on_event)
 
@@ -277,6 +290,7 @@ class Agent:
         trace: str | Path | Recorder | None = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code (starts its own event loop)."""
+        check_no_running_loop("run_sync")
         return anyio.run(lambda: self.run(task, history=history, deps=deps, trace=trace))
 
     def resume_stream(
