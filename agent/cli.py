@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -22,12 +19,11 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from harmony_agent.engine._spec import ENGINE_ENV, engine_from_spec
+from harmony_agent.engine._spec import ENGINE_ENV
 from harmony_agent.engine.base import Engine
-from harmony_agent.tools.base import Tool, Toolset
-from harmony_agent.tools.function import tool as make_tool
 from rich.console import Console
 
+from ._cli_load import builtin_tools, load_tools, make_engine, mcp_servers
 from ._console import EventView, Prices
 from .agent import Agent
 from .errors import ConfigurationError, HarmonyAgentError
@@ -44,14 +40,6 @@ _FLAGS = {
 }
 
 
-def make_engine(
-    spec: str | None, *, model: str | None = None, api_key_env: str | None = None
-) -> Engine:
-    """An engine from ``--engine`` (or ``$HARMONY_AGENT_ENGINE``): ``scripted:FILE``,
-    ``vllm[:MODEL_OR_PATH]`` or ``http(s)://HOST:PORT/v1`` (see ``harmony_agent.engine._spec``)."""
-    return engine_from_spec(spec, model=model, api_key_env=api_key_env)
-
-
 def _with_flags(exc: HarmonyAgentError, *, first_line: bool = False) -> str:
     """The error's message (or its first line), with the options that fix it: library
     messages name settings, not options."""
@@ -60,55 +48,6 @@ def _with_flags(exc: HarmonyAgentError, *, first_line: bool = False) -> str:
     if first_line:
         text = text.splitlines()[0]
     return f"{text} ({', '.join(flags)})" if flags else text
-
-
-def _import_target(target: str) -> Any:
-    if ":" not in target:
-        raise ConfigurationError(
-            f"--tools {target!r}: expected MODULE:ATTR or path/to/file.py:ATTR"
-        )
-    module_name, _, attr = target.rpartition(":")
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.is_file():
-            raise ConfigurationError(f"--tools {target!r}: file {module_name} does not exist")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"--tools {target!r}: cannot import {module_name}: {exc}"
-            ) from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigurationError(
-            f"--tools {target!r}: {module_name} has no attribute {attr!r}"
-        ) from None
-
-
-def load_tools(targets: Sequence[str]) -> list[Tool | Toolset]:
-    """Tools from ``MODULE:ATTR`` specs: a Tool, a Toolset, a plain function, or a list of them."""
-    tools: list[Tool | Toolset] = []
-    for target in targets:
-        value = _import_target(target)
-        items = value if isinstance(value, list | tuple) else [value]
-        for item in items:
-            if isinstance(item, Tool | Toolset):
-                tools.append(item)
-            elif callable(item):
-                tools.append(make_tool(item))
-            else:
-                raise ConfigurationError(
-                    f"--tools {target!r}: {item!r} is neither a tool nor a function"
-                )
-    return tools
 
 
 def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> None:
@@ -282,56 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="FILE", help="where to write the page (default: TRACE with .html)"
     )
     return parser
-
-
-def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
-    """The browser and python tools the flags ask for."""
-    tools: list[Toolset] = []
-    if args.browser:
-        from harmony_agent.tools.browser import BrowserTool, LocalSearch, SearxngSearch
-
-        search: LocalSearch | SearxngSearch | None = None
-        if args.search_dir:
-            try:
-                search = LocalSearch(args.search_dir, args.search_base_url)
-            except FileNotFoundError as exc:
-                raise ConfigurationError(f"--search-dir: {exc}") from None
-        elif args.searxng:
-            search = SearxngSearch(args.searxng)
-        tools.append(
-            BrowserTool(
-                search=search,
-                allow_domains=args.allow_domain,
-                allow_private_network=args.allow_private_network,
-            )
-        )
-    if args.python:
-        from harmony_agent.tools.python import PythonTool
-
-        tools.append(PythonTool())
-    return tools
-
-
-def mcp_servers(specs: Sequence[str]) -> list[Toolset]:
-    """``--mcp`` values → MCP toolsets: ``stdio:COMMAND ARGS...`` or an http(s) URL."""
-    servers: list[Toolset] = []
-    for spec in specs:
-        if spec.startswith("stdio:"):
-            from harmony_agent.tools.mcp import MCPServerStdio
-
-            words = shlex.split(spec[len("stdio:") :])
-            if not words:
-                raise ConfigurationError(f"--mcp {spec!r}: name the command, e.g. 'stdio:npx srv'")
-            servers.append(MCPServerStdio(words[0], args=words[1:]))
-        elif spec.startswith(("http://", "https://")):
-            from harmony_agent.tools.mcp import MCPServerStreamableHTTP
-
-            servers.append(MCPServerStreamableHTTP(spec))
-        else:
-            raise ConfigurationError(
-                f"--mcp {spec!r}: expected 'stdio:COMMAND ARGS...' or http://HOST:PORT/mcp"
-            )
-    return servers
 
 
 def _tracer_provider(args: argparse.Namespace) -> Any:
