@@ -244,9 +244,10 @@ def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
     )
 
 
-def _view(args: argparse.Namespace, err: Console) -> EventView:
+def _view(args: argparse.Namespace, out: Console, err: Console) -> EventView:
     return EventView(
         err,
+        out=out,
         show_reasoning=not args.hide_reasoning,
         prices=Prices(args.price_input, args.price_cached, args.price_output),
     )
@@ -269,8 +270,6 @@ async def _drive(
                     finished = event
     finally:
         view.stop()
-    if finished is not None and not args.json:
-        view.answer(out, finished.final_text)
     return finished
 
 
@@ -283,7 +282,7 @@ async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             from .trace import TraceWriter
 
             trace = TraceWriter(args.trace, overwrite=args.force)
-        await _drive(agent.stream(args.task, trace=trace), args, out, _view(args, err))
+        await _drive(agent.stream(args.task, trace=trace), args, out, _view(args, out, err))
     return 0
 
 
@@ -304,7 +303,7 @@ async def _chat_loop(agent: Any, args: argparse.Namespace, out: Console, err: Co
         message = line.strip()
         if not message or message in {"exit", "quit"}:
             return 0
-        view = _view(args, err)
+        view = _view(args, out, err)
 
         def show(event: Any, view: EventView = view) -> None:
             if args.json:
@@ -317,8 +316,6 @@ async def _chat_loop(agent: Any, args: argparse.Namespace, out: Console, err: Co
             history = await agent.run(message, history=history, on_event=show)
         finally:
             view.stop()
-        if not args.json:
-            view.answer(out, history.final_text)
 
 
 async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -333,7 +330,7 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
                 f"[dim]resuming run {state.run_id} at turn {state.next_turn} "
                 f"({len(state.tool_calls)} tool calls done)[/]"
             )
-        await _drive(agent.resume_stream(state, trace=args.trace), args, out, _view(args, err))
+        await _drive(agent.resume_stream(state, trace=args.trace), args, out, _view(args, out, err))
     return 0
 
 
@@ -342,7 +339,7 @@ async def _cmd_replay(args: argparse.Namespace, out: Console, err: Console) -> i
 
     replay = Replay(args.trace)
     agent = _agent(args, replay.engine)
-    await _drive(replay.stream(agent), args, out, _view(args, err))
+    await _drive(replay.stream(agent), args, out, _view(args, out, err))
     if not args.json:
         err.print(
             f"[dim]replayed {len(replay.replayed)} tool calls; {len(replay.changes)} outputs "
