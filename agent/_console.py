@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -31,7 +31,10 @@ from .events import (
     WarningEvent,
 )
 
-__all__ = ["AnswerStream", "EventView", "Prices"]
+if TYPE_CHECKING:
+    from .replay import ReplayOutcome
+
+__all__ = ["AnswerStream", "EventView", "Prices", "print_replay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,3 +264,20 @@ class EventView:
         else:
             out.file.write(text + ("" if text.endswith("\n") else "\n"))
             out.file.flush()
+
+
+def print_replay(console: Console, outcome: ReplayOutcome) -> None:
+    """Each tool output a replay changed, as a coloured unified diff, then the count."""
+    styles = {"-": "red", "+": "green", "@": "cyan"}
+    for change in outcome.changes:
+        console.print()
+        for line in strip_controls(change.diff()).splitlines():
+            header = line.startswith(("--- ", "+++ "))
+            console.print(Text(line, style="bold" if header else styles.get(line[:1], "")))
+    console.print(
+        Text(
+            f"replayed {len(outcome.replayed)} tool calls; {len(outcome.changes)} outputs "
+            "differ from the trace",
+            style="yellow" if outcome.changes else "dim",
+        )
+    )

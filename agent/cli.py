@@ -2,13 +2,15 @@
 
 The answer goes to stdout; reasoning, tool activity, warnings and usage to stderr.
 ``--json`` prints one JSON event per line on stdout instead. Exit codes: 0 answered,
-1 the run failed, 2 bad usage or configuration, 130 interrupted.
+1 the run failed (for ``replay --check``: or a tool output changed), 2 bad usage or
+configuration, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -24,7 +26,7 @@ from harmony_agent.engine.base import Engine
 from rich.console import Console
 
 from ._cli_load import builtin_tools, load_tools, make_engine, mcp_servers
-from ._console import EventView, Prices
+from ._console import EventView, Prices, print_replay
 from .agent import Agent
 from .errors import ConfigurationError, HarmonyAgentError
 from .events import Event, RunFinished, event_to_json
@@ -201,9 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="re-run a trace's model outputs through the current tools",
         description="Play back the model outputs recorded in TRACE, turn by turn, running the "
-        "current tools on them: a deterministic re-run. Reports tool outputs that changed.",
+        "current tools on them: a deterministic re-run. Shows each tool output that changed as "
+        "a diff (with --json, a last replay_summary line holds them).",
     )
     replay.add_argument("trace", metavar="TRACE", help="the trace file of the run")
+    replay.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a tool output differs from the trace (a CI gate); each change is "
+        "shown as a diff either way",
+    )
     _agent_options(replay, engine=False)
 
     trace = sub.add_parser(
@@ -339,12 +348,23 @@ async def _cmd_replay(args: argparse.Namespace, out: Console, err: Console) -> i
 
     replay = Replay(args.trace)
     agent = _agent(args, replay.engine)
-    await _drive(replay.stream(agent), args, out, _view(args, out, err))
-    if not args.json:
+    try:
+        await _drive(replay.stream(agent), args, out, _view(args, out, err))
+    finally:  # what changed up to a failure is the first thing to look at
+        outcome = replay.outcome()
+        if args.json:
+            out.file.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
+            out.file.flush()
+        else:
+            print_replay(err, outcome)
+    if args.check and outcome.changes:
         err.print(
-            f"[dim]replayed {len(replay.replayed)} tool calls; {len(replay.changes)} outputs "
-            "differ from the trace[/]"
+            f"harmony-agent: replay --check: {len(outcome.changes)} of {len(outcome.replayed)} "
+            "tool outputs differ from the trace",
+            highlight=False,
+            markup=False,
         )
+        return 1
     return 0
 
 
