@@ -26,14 +26,22 @@ def _got(value: Any) -> str:
     return f"{text} ({'an' if kind[0] in 'aeiou' else 'a'} {kind})"
 
 
+def _error(setting: str, message: str) -> ConfigurationError:
+    """A ConfigurationError that names ``setting`` (a front end adds its option for it)."""
+    error = ConfigurationError(message)
+    error.settings = (setting,)
+    return error
+
+
 def _check_count(name: str, value: Any, example: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(
+        raise _error(
+            name,
             f"{name} must be a whole number of at least 1, got {_got(value)}; "
-            f"pass e.g. {name}={example}"
+            f"pass e.g. {name}={example}",
         )
     if value < 1:
-        raise ConfigurationError(f"{name} must be at least 1, got {value}")
+        raise _error(name, f"{name} must be at least 1, got {value}")
 
 
 def _is_number(value: Any) -> bool:
@@ -59,8 +67,8 @@ def check_agent_arguments(
             if callable(instructions)
             else "pass the developer message as text, or None for none"
         )
-        raise ConfigurationError(
-            f"instructions must be a str or None, got {_got(instructions)}; {hint}"
+        raise _error(
+            "instructions", f"instructions must be a str or None, got {_got(instructions)}; {hint}"
         )
     if (
         isinstance(tools, str | Tool | Toolset)
@@ -77,17 +85,19 @@ def check_agent_arguments(
     if context_window is not None:
         _check_count("context_window", context_window, 131072)
     if temperature is not None and not (_is_number(temperature) and temperature >= 0):
-        raise ConfigurationError(
+        raise _error(
+            "temperature",
             f"temperature must be a number of at least 0 (e.g. 0.7), or None for the engine's "
-            f"default, got {_got(temperature)}"
+            f"default, got {_got(temperature)}",
         )
     if top_p is not None and not (_is_number(top_p) and 0 < top_p <= 1):
-        raise ConfigurationError(
+        raise _error(
+            "top_p",
             f"top_p must be a number above 0 and at most 1 (e.g. 0.95), or None for the "
-            f"engine's default, got {_got(top_p)}"
+            f"engine's default, got {_got(top_p)}",
         )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ConfigurationError(f"seed must be an int or None, got {_got(seed)}; pass e.g. seed=0")
+        raise _error("seed", f"seed must be an int or None, got {_got(seed)}; pass e.g. seed=0")
 
 
 def check_task(task: Any) -> None:

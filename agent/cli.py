@@ -39,6 +39,10 @@ _FLAGS = {
     "base_url": "--engine",
     "model": "--model",
     "api_key_env": "--api-key-env",
+    "instructions": "--instructions",
+    "max_turns": "--max-turns",
+    "max_tokens_per_turn": "--max-tokens",
+    "temperature": "--temperature",
 }
 
 

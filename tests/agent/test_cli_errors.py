@@ -54,3 +54,25 @@ def test_a_tools_file_that_fails_to_import_is_one_line_and_exit_2(workdir, targe
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("harmony-agent: "), proc.stderr
     assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-turns", "0"], "max_turns must be at least 1, got 0 (--max-turns)"),
+        (["--temperature", "-1"], "temperature must be a number of at least 0"),
+        (["--max-tokens", "0"], "max_tokens_per_turn must be at least 1, got 0 (--max-tokens)"),
+    ],
+)
+def test_an_agent_setting_out_of_range_names_its_option(workdir, flags, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "harmony_agent", "run", "x", "--engine", "scripted:final.json"]
+        + ["--no-browser", "--no-python", *flags],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert message in line and line.endswith(f"({flags[0]})")

@@ -111,3 +111,12 @@ def test_a_raw_schema_lifts_the_signature_limit():
         takes_opaque
     )
     assert made.parameters["properties"] == {"thing": {"type": "string"}}
+
+
+def test_errors_name_their_setting_for_front_ends():
+    with pytest.raises(ConfigurationError) as caught:
+        Agent(engine=engine(), temperature="hot")
+    assert caught.value.settings == ("temperature",) and "--" not in str(caught.value)
+    with pytest.raises(ConfigurationError) as caught:
+        Agent(engine=engine(), max_turns=0)
+    assert caught.value.settings == ("max_turns",)
