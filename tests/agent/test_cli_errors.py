@@ -16,6 +16,9 @@ FILES = {
     "half.py": "from os import no_such_name\n",
 }
 
+RUN = [sys.executable, "-m", "harmony_agent", "run", "x", "--engine", "scripted:final.json"]
+RUN += ["--no-browser", "--no-python"]
+
 
 @pytest.fixture
 def workdir(tmp_path):
@@ -42,8 +45,7 @@ def workdir(tmp_path):
 )
 def test_a_tools_file_that_fails_to_import_is_one_line_and_exit_2(workdir, target, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "harmony_agent", "run", "x", "--engine", "scripted:final.json"]
-        + ["--no-browser", "--no-python", "--tools", target],
+        [*RUN, "--tools", target],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -66,8 +68,7 @@ def test_a_tools_file_that_fails_to_import_is_one_line_and_exit_2(workdir, targe
 )
 def test_an_agent_setting_out_of_range_names_its_option(workdir, flags, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "harmony_agent", "run", "x", "--engine", "scripted:final.json"]
-        + ["--no-browser", "--no-python", *flags],
+        [*RUN, *flags],
         cwd=workdir,
         capture_output=True,
         text=True,

@@ -18,6 +18,7 @@ from harmony_agent.events import RunFinished, TextDelta, ToolCallStarted, TurnFi
 from rich.console import Console
 
 ANSWER = "Hello, streaming world."
+CHAT = [sys.executable, "-m", "harmony_agent", "chat", "--engine", "scripted:chat.json"]
 
 
 class GatedServer:
@@ -118,8 +119,7 @@ def test_chat_prints_each_answer_once_in_order(tmp_path):
     ]
     (tmp_path / "chat.json").write_text(json.dumps(replies))
     proc = subprocess.run(
-        [sys.executable, "-m", "harmony_agent", "chat", "--engine", "scripted:chat.json"]
-        + ["--no-browser", "--no-python"],
+        [*CHAT, "--no-browser", "--no-python"],
         cwd=tmp_path,
         input="hi\nwhat did I say?\n\n",
         capture_output=True,
