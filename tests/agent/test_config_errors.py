@@ -44,6 +44,19 @@ def test_agent_arguments_of_the_wrong_type_are_named(kwargs, named, advice):
     assert "\n" not in message
 
 
+def test_one_tool_not_in_a_list_is_named():
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    with pytest.raises(
+        ConfigurationError, match=r"tools must be a list of tools, got .*tools=\[\.\.\.\]"
+    ):
+        Agent(engine=engine(), tools=add)
+    assert Agent(engine=engine(), tools=(add,)).registry.tools.keys() == {"functions.add"}
+
+
 def test_a_range_error_keeps_its_wording():
     with pytest.raises(ConfigurationError, match="max_turns must be at least 1, got 0"):
         Agent(engine=engine(), max_turns=0)
