@@ -27,8 +27,13 @@ setup: system-deps $(STAMP)
 
 # Optional: Microsoft's @playwright/mcp server, for the test that drives it over MCP with the
 # system Chromium (needs Node.js and npm; the test is skipped, saying so, without it).
-setup-playwright-mcp: setup
+PLAYWRIGHT_MCP_STAMP := $(VENV)/node/.installed
+$(PLAYWRIGHT_MCP_STAMP): $(STAMP)
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/node @playwright/mcp@0.0.83
+	touch $@
+
+# @playwright/mcp (a third-party MCP server, driven against the system Chromium in a test).
+setup-playwright-mcp: setup $(PLAYWRIGHT_MCP_STAMP)
 
 # vLLM for CPU pins torch 2.13.0+cpu, transformers<5.20 and oss-harmony (which provides the
 # openai_harmony module): it gets its own environment. The vision/audio extras it pulls in do
@@ -46,7 +51,7 @@ $(VLLM_STAMP): pyproject.toml
 
 setup-vllm: $(VLLM_STAMP)
 
-test-core: setup
+test-core: setup setup-playwright-mcp
 	$(BIN)/python -m pytest -m "not vllm"
 
 # vLLM's own warnings (deprecations in torch/transformers) are not ours to fix.

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
 
 from . import errors, events
+from ._hooks import Deny, Hooks, ReplaceArguments, StopRun, TurnInfo, UsageLimits
 from ._otel import instrument, uninstrument
-from .agent import Agent
+from ._state import RunState
+from .agent import Agent, RunStream
 from .errors import HarmonyAgentError
 from .events import Event
-from .result import RunResult, RunUsage, ToolCallRecord
+from .result import RunResult, RunUsage, ToolCallRecord, ToolCallRequest
 
 __version__ = "0.1.0"
 
@@ -46,17 +48,26 @@ def __getattr__(name: str):  # MCP toolsets load on first use
 
 __all__ = [
     "Agent",
+    "Deny",
     "Event",
     "FunctionTool",
     "HarmonyAgentError",
+    "Hooks",
     "MCPServerStdio",
     "MCPServerStreamableHTTP",
+    "ReplaceArguments",
     "RunContext",
     "RunResult",
+    "RunState",
+    "RunStream",
     "RunUsage",
+    "StopRun",
     "Tool",
     "ToolCallRecord",
+    "ToolCallRequest",
     "Toolset",
+    "TurnInfo",
+    "UsageLimits",
     "__version__",
     "errors",
     "events",

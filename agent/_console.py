@@ -17,11 +17,13 @@ from rich.text import Text
 
 from ._controls import strip_controls
 from .events import (
+    ApprovalRequested,
     ErrorEvent,
     Event,
     PreambleDelta,
     ReasoningDelta,
     RunFinished,
+    RunPaused,
     RunStarted,
     TextDelta,
     ToolCallEvent,
@@ -202,6 +204,8 @@ class EventView:
                 self.console.print(
                     Text(f"warning: {strip_controls(event.message)}", style="yellow")
                 )
+            case ApprovalRequested() | RunPaused():
+                self.stop()  # the CLI asks, or says how to resume
             case ErrorEvent():
                 self.stop()  # the CLI prints the one-line reason itself
             case RunFinished():

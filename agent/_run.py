@@ -1,7 +1,9 @@
 """One run of the loop, as named steps over explicit run state.
 
     sample → decide ─┬─ Resample  → resample   ─┐
-                     ├─ CallTool  → tool_step  ─┴→ sample (next turn) …
+                     ├─ CallTool  → tool_step  ─┼→ sample (next turn) …
+                     ├─ Pause     → pause      ─┘  (approved by the approver) or
+                     │                             the run ends paused → resume_step → …
                      └─ Finish    → finish        (the run ends)
 
 :meth:`Run.sample` makes one engine request and parses the sampled ids as they stream.
@@ -10,7 +12,11 @@ value (:data:`NextStep`); it does no I/O. Each value has one step function that 
 Steps are async generators of events; the driver (:meth:`Run.events`) is the one place where
 events are recorded (the run's list, the trace) before the caller sees them.
 
-A new step (an approval pause, context compaction, a structured-output repair) is one more
+Whether a call needs approval is asked (the policies may be async) before :meth:`Run.decide`,
+which gets the answer as data. A paused run's state holds the call's sampled ids; the resumed
+run starts with :meth:`Run.resume_step`, which appends the call's result to them.
+
+A new step (context compaction, a structured-output repair) is one more
 ``NextStep`` class (in ``_turn``), one step function here, one branch in :meth:`Run.decide`
 and one ``case`` in :meth:`Run._turns`; the type checker flags a ``NextStep`` with no ``case``.
 """
@@ -19,9 +25,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, assert_never
 
 from harmony_agent.engine.base import FinishReason, TokenUsage
@@ -31,6 +37,16 @@ from openai_harmony import Message
 from . import _harmony as hm
 from . import _otel
 from ._encoding import third_party_error
+from ._hooks import (
+    Approver,
+    Decision,
+    Hooks,
+    TurnInfo,
+    UsageLimits,
+    call_hook,
+    declined_result,
+    needs_approval,
+)
 from ._parse import TurnParser
 from ._registry import is_tool_recipient
 from ._state import LoopAgent, Recorder, RunState
@@ -39,33 +55,40 @@ from ._turn import (
     CallTool,
     Finish,
     NextStep,
+    Pause,
     Resample,
     Sampled,
+    call_request,
     final_text,
     request_for,
-    resolve_call,
     visible_event,
 )
 from .errors import (
     EngineError,
     HarmonyAgentError,
     MaxTurnsError,
+    RunStoppedError,
     ToolErrorBudgetError,
     UnknownToolError,
 )
 from .events import (
+    ApprovalRequested,
     ErrorEvent,
     Event,
     RunFinished,
+    RunPaused,
     RunStarted,
     ToolCallEvent,
     ToolResultEvent,
     TurnFinished,
     WarningEvent,
 )
-from .result import RunResult, RunUsage, ToolCallRecord
+from .result import RunResult, RunUsage, ToolCallRecord, ToolCallRequest
 
-__all__ = ["CallTool", "Finish", "NextStep", "Resample", "Run"]
+__all__ = ["CallTool", "Finish", "NextStep", "Pause", "Resample", "Run"]
+
+#: outcomes of user decisions, not tool failures: they do not count against max_tool_errors
+_DECIDED = frozenset({"rejected", "denied"})
 
 Steps = AsyncGenerator[Event, None]
 
@@ -75,8 +98,10 @@ class Run:
     """The state of one run; :meth:`events` drives it.
 
     ``resume`` is the state a resumed run goes on from; without it the run starts at
-    ``task`` (after ``history``, a previous result, when given). :attr:`sampled` is the
-    latest turn's output, set by :meth:`sample`.
+    ``task`` (after ``history``, a previous result, when given). ``decisions`` decide the
+    resumed state's pending calls (checked by ``Agent.resume``). ``approval`` is the agent's
+    approval policy for every tool, ``approver`` decides calls that need approval instead
+    of pausing. :attr:`sampled` is the latest turn's output, set by :meth:`sample`.
     """
 
     agent: LoopAgent
@@ -96,13 +121,26 @@ class Run:
     sampled: Sampled | None = None
     result: RunResult | None = None
     observer: _otel.RunObserver | None = None
+    hooks: Hooks = field(default_factory=Hooks)
+    limits: UsageLimits = field(default_factory=UsageLimits)
+    approval: Any = False
+    approver: Approver | None = None
+    decisions: Mapping[str, Decision] = field(default_factory=dict)
+    wall_before: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    pending: list[ToolCallRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.resume is not None:
             self.run_id = self.resume.run_id
-            self.usage = self.resume.usage
+            self.usage = RunUsage(**asdict(self.resume.usage))
             self.calls = list(self.resume.tool_calls)
+            self.wall_before = self.resume.wall_s
         self.run_id = self.run_id or uuid.uuid4().hex[:12]
+
+    def wall_s(self) -> float:
+        """Wall time of the run so far (a pause between processes not counted)."""
+        return self.wall_before + time.monotonic() - self.started
 
     # --- the driver --------------------------------------------------------------------
 
@@ -124,15 +162,51 @@ class Run:
                     async for event in steps:
                         yield await self._record(event)
         except HarmonyAgentError as exc:
+            if exc.result is None:
+                exc.result = self.result = self.partial_result()
             yield await self._record(
                 ErrorEvent(
-                    run_id=self.run_id, turn=self.turn, error=type(exc).__name__, message=str(exc)
+                    run_id=self.run_id,
+                    turn=self.turn,
+                    error=type(exc).__name__,
+                    message=str(exc),
+                    partial_result=exc.result is not None,
                 )
             )
             raise
         finally:
             if self.observer is not None:
                 self.observer.close()
+
+    def partial_result(self) -> RunResult:
+        """The run up to now, for the error that ends it: ``status == "error"``.
+
+        ``prompt_ids`` is the prompt of the last turn (sent, or being sent when that failed),
+        ``token_ids`` the transcript as it stands, with the last sampled output when no step
+        appended it.
+        """
+        sampled = self.sampled
+        transcript = self.transcript.view().tolist()
+        if sampled is None:
+            prompt, tokens = transcript, transcript
+        else:
+            prompt = sampled.prompt.tolist()
+            end = len(prompt) + len(sampled.output)
+            appended = transcript[len(prompt) : end] == sampled.output
+            tokens = transcript if appended else [*prompt, *sampled.output]
+        return RunResult(
+            run_id=self.run_id,
+            final_text="",
+            tool_calls=self.calls,
+            usage=self.usage,
+            events=self.events_seen,
+            messages=self.messages,
+            prompt_ids=prompt,
+            token_ids=tokens,
+            finish_reason=sampled.finish_reason if sampled is not None else "error",
+            truncated=sampled is not None and sampled.finish_reason == "length",
+            status="error",
+        )
 
     async def _record(self, event: Event) -> Event:
         self.events_seen.append(event)
@@ -160,19 +234,29 @@ class Run:
         return 0
 
     async def _turns(self, ctx: RunContext, first_turn: int) -> Steps:
+        if self.resume is not None and self.resume.pending:
+            async with aclosing(self.resume_step(ctx)) as events:
+                async for event in events:
+                    yield event
         for turn in range(first_turn, self.agent.max_turns):
             self.turn = turn
+            self.limits.check_before_turn(self.usage, len(self.transcript), self.wall_s())
             async with aclosing(self.sample()) as steps:
                 async for event in steps:
                     yield event
             if self.sampled is None:  # sample() sets it or raises
                 raise RuntimeError(f"turn {turn} ended without output")
-            step = self.decide(self.sampled)
+            self.limits.check_after_turn(self.usage, self.wall_s())
+            calls_before = len(self.calls)
+            approval = await self.approval_needed(self.sampled, ctx)
+            step = self.decide(self.sampled, needs_approval=approval)
             match step:
                 case Resample():
                     carried_out = self.resample(step)
                 case CallTool():
                     carried_out = self.tool_step(step, ctx)
+                case Pause():
+                    carried_out = self.pause(step, ctx)
                 case Finish():
                     carried_out = self.finish(step)
                 case _:
@@ -182,13 +266,26 @@ class Run:
                     yield event
             if self.result is not None:
                 return
+            call = self.calls[-1] if len(self.calls) > calls_before else None
+            await self._turn_end(ctx, TurnInfo(turn, self._usage_now(), call))
         raise MaxTurnsError(
             f"no final answer after {self.agent.max_turns} turns ({len(self.calls)} tool calls). "
             "Raise max_turns, or make the task or the tools' descriptions clearer."
         )
 
+    def _usage_now(self) -> RunUsage:
+        return RunUsage(**asdict(self.usage))
+
+    async def _turn_end(self, ctx: RunContext, info: TurnInfo) -> None:
+        stop = await self.hooks.turn_end(ctx, info)
+        if stop is not None:
+            raise RunStoppedError(
+                f"on_turn_end stopped the run after turn {info.turn}: {stop.reason}"
+            )
+
     def state(self, next_turn: int) -> RunState:
-        """A snapshot to resume from: the transcript as it stands is the next prompt."""
+        """A snapshot to resume from: the transcript as it stands is the next prompt (or,
+        when calls are pending, the prompt that their results extend)."""
         return RunState(
             run_id=self.run_id,
             task=self.task,
@@ -196,7 +293,9 @@ class Run:
             prompt_ids=self.transcript.view().tolist(),
             next_turn=next_turn,
             tool_calls=list(self.calls),
-            usage=self.usage,
+            usage=self._usage_now(),
+            pending=list(self.pending),
+            wall_s=self.wall_s(),
         )
 
     # --- sample: one engine request, parsed as it streams --------------------------------
@@ -277,8 +376,30 @@ class Run:
 
     # --- decide: what happens next --------------------------------------------------------
 
-    def decide(self, sampled: Sampled) -> NextStep:
-        """The next step for what ``sampled`` holds. No I/O; raises when the run cannot go on."""
+    async def approval_needed(self, sampled: Sampled, ctx: RunContext) -> bool:
+        """Whether the call ``sampled`` ends in must be approved before it runs (the tool's or
+        the agent's policy says so). Calls that cannot run (unknown tool, invalid arguments)
+        need none: the model is told why instead."""
+        last = sampled.messages[-1] if sampled.messages else None
+        if (
+            sampled.parse_error is not None
+            or sampled.finish_reason != "stop"
+            or last is None
+            or not is_tool_recipient(last.recipient)
+        ):
+            return False
+        request, tool = self._request(last, last.recipient)
+        if not isinstance(tool, Tool):
+            return False
+        try:  # the policy sees the arguments the tool would run with (aliases resolved)
+            arguments = tool.parse_arguments(request.raw_arguments)
+        except Exception:  # the tool will refuse them, with the reason, without running
+            return False
+        return await needs_approval(tool, self.approval, ctx, replace(request, arguments=arguments))
+
+    def decide(self, sampled: Sampled, *, needs_approval: bool = False) -> NextStep:
+        """The next step for what ``sampled`` holds (``needs_approval``: whether its call must
+        be approved first). No I/O; raises when the run cannot go on."""
         if sampled.finish_reason == "abort":
             raise EngineError(
                 f"the engine aborted the request of turn {sampled.turn}; check the engine's logs"
@@ -291,6 +412,8 @@ class Run:
             and is_tool_recipient(last.recipient)
             and sampled.finish_reason != "length"
         ):
+            if needs_approval:
+                return Pause(sampled, last, last.recipient)
             return CallTool(sampled, last, last.recipient)
         return Finish(sampled)
 
@@ -314,30 +437,51 @@ class Run:
 
     # --- tool step: resolve, validate, invoke, append the result ids ---------------------
 
+    def _request(
+        self, call: Message, recipient: str
+    ) -> tuple[ToolCallRequest, Tool | UnknownToolError]:
+        return call_request(
+            self.agent.registry, call, recipient, self.run_id, self.turn, self.calls
+        )
+
+    def _announce(self, request: ToolCallRequest) -> ToolCallEvent:
+        return ToolCallEvent(
+            run_id=self.run_id,
+            turn=self.turn,
+            call_id=request.call_id,
+            recipient=request.recipient,
+            tool=request.tool,
+            channel=request.channel,
+            raw_arguments=request.raw_arguments,
+            arguments=request.arguments,
+        )
+
     async def tool_step(self, step: CallTool, ctx: RunContext) -> Steps:
         """Resolve the recipient, invoke the tool (it validates its arguments), and append the
         sampled ids and the rendered tool message to the transcript: the next prompt."""
-        sampled = step.sampled
-        self.messages.extend(sampled.messages)
-        call_id = f"{self.run_id}-{len(self.calls)}"
-        raw = hm.message_text(step.call)
-        tool, arguments = resolve_call(self.agent.registry, step.recipient, raw)
-        yield ToolCallEvent(
-            run_id=self.run_id,
-            turn=self.turn,
-            call_id=call_id,
-            recipient=step.recipient,
-            tool=tool.recipient if isinstance(tool, Tool) else None,
-            channel=step.call.channel,
-            raw_arguments=raw,
-            arguments=arguments,
-        )
-        record = await self._invoke(call_id, step, raw, arguments, tool, ctx)
+        self.messages.extend(step.sampled.messages)
+        request, tool = self._request(step.call, step.recipient)
+        yield self._announce(request)
+        async with aclosing(self._carry_out(request, tool, True, ctx, step.sampled.output)) as ev:
+            async for event in ev:
+                yield event
+
+    async def _carry_out(
+        self,
+        request: ToolCallRequest,
+        tool: Tool | UnknownToolError,
+        decision: Decision,
+        ctx: RunContext,
+        sampled_output: list[int],
+    ) -> Steps:
+        """Run (or decline) the call, report it, and append its ids: ``sampled_output`` (the
+        call's ids, unless they are in the transcript already) and the tool message."""
+        record = await self._invoke(request, tool, decision, ctx)
         self.calls.append(record)
         yield ToolResultEvent(
             run_id=self.run_id,
             turn=self.turn,
-            call_id=call_id,
+            call_id=request.call_id,
             recipient=record.recipient,
             ok=record.ok,
             output=record.output,
@@ -348,18 +492,21 @@ class Run:
             yield WarningEvent(run_id=self.run_id, turn=self.turn, message=message)
         self._check_error_budget(record)
         result = hm.tool_result_message(
-            record.name or record.recipient, step.call.channel, record.output
+            record.name or record.recipient, request.channel, record.output
         )
         self.messages.append(result)
         appended = await hm.off_loop(
             len(record.output), hm.render_tool_result, self.agent.encoding, result
         )
-        self.transcript.extend(sampled.output)
+        self.transcript.extend(sampled_output)
         self.transcript.extend(appended)
+        self.pending = []
         if self.recorder is not None:
-            await self.recorder.step(self.state(self.turn + 1), sampled.output, appended)
+            await self.recorder.step(self.state(self.turn + 1), sampled_output, appended)
 
     def _check_error_budget(self, record: ToolCallRecord) -> None:
+        if record.error_kind in _DECIDED:
+            return
         self.consecutive_errors = 0 if record.ok else self.consecutive_errors + 1
         if self.consecutive_errors >= self.agent.max_tool_errors:
             raise ToolErrorBudgetError(
@@ -370,31 +517,100 @@ class Run:
 
     async def _invoke(
         self,
-        call_id: str,
-        step: CallTool,
-        raw: str,
-        arguments: Any,
+        request: ToolCallRequest,
         tool: Tool | UnknownToolError,
+        decision: Decision,
         ctx: RunContext,
     ) -> ToolCallRecord:
-        name: str | None = None
+        arguments = request.arguments
         if isinstance(tool, UnknownToolError):
             result = ToolResult(str(tool), ok=False, error_kind=tool.kind)
+        elif decision is not True:
+            result = declined_result(decision)
         else:
-            name, result = tool.recipient, await tool.invoke(raw, ctx)
+            self.limits.check_before_tool(len(self.calls), request, self.wall_s())
+            result, arguments = await self.hooks.around(tool, request, ctx)
         return ToolCallRecord(
-            call_id=call_id,
-            turn=self.turn,
-            recipient=step.recipient,
-            name=name,
-            channel=step.call.channel,
-            raw_arguments=raw,
+            call_id=request.call_id,
+            turn=request.turn,
+            recipient=request.recipient,
+            name=request.tool,
+            channel=request.channel,
+            raw_arguments=request.raw_arguments,
             arguments=arguments,
             output=result.text,
             ok=result.ok,
             error_kind=result.error_kind,
             duration_s=result.duration_s,
         )
+
+    # --- pause: the call needs approval --------------------------------------------------
+
+    async def pause(self, step: Pause, ctx: RunContext) -> Steps:
+        """Ask the approver and carry on, or end the run paused before the tool runs: the
+        call's sampled ids are kept in the transcript and the state (never sampled again)."""
+        sampled = step.sampled
+        self.messages.extend(sampled.messages)
+        request, tool = self._request(step.call, step.recipient)
+        yield self._announce(request)
+        yield ApprovalRequested(
+            run_id=self.run_id,
+            turn=self.turn,
+            call_id=request.call_id,
+            recipient=request.recipient,
+            tool=request.tool,
+            raw_arguments=request.raw_arguments,
+            arguments=request.arguments,
+        )
+        if self.approver is not None:
+            decision = await call_hook("approver", self.approver, ctx, request)
+            if not isinstance(decision, bool | str):
+                decision = bool(decision)
+            async with aclosing(
+                self._carry_out(request, tool, decision, ctx, sampled.output)
+            ) as ev:
+                async for event in ev:
+                    yield event
+            return
+        self.transcript.extend(sampled.output)
+        self.pending = [request]
+        state = self.state(self.turn + 1)
+        if self.recorder is not None:
+            await self.recorder.step(state, sampled.output, [])
+        self.result = RunResult(
+            run_id=self.run_id,
+            final_text="",
+            tool_calls=self.calls,
+            usage=self.usage,
+            events=self.events_seen,
+            messages=self.messages,
+            prompt_ids=sampled.prompt.tolist(),
+            token_ids=state.prompt_ids,
+            finish_reason=sampled.finish_reason,
+            status="paused",
+            interruptions=list(self.pending),
+            state=state,
+        )
+        yield RunPaused(run_id=self.run_id, turn=self.turn, call_ids=(request.call_id,))
+
+    async def resume_step(self, ctx: RunContext) -> Steps:
+        """The first step of a resumed paused run: carry out the decisions on its pending
+        calls, appending their results to the call ids the state ends with."""
+        assert self.resume is not None
+        self.pending = list(self.resume.pending)
+        for request in list(self.pending):
+            self.turn = request.turn
+            tool: Tool | UnknownToolError
+            try:
+                tool = self.agent.registry.resolve(request.recipient)
+            except UnknownToolError as exc:
+                tool = exc
+            decision = self.decisions[request.call_id]
+            async with aclosing(self._carry_out(request, tool, decision, ctx, [])) as events:
+                async for event in events:
+                    yield event
+            if self.calls:
+                await self._turn_end(ctx, TurnInfo(request.turn, self._usage_now(), self.calls[-1]))
 
     # --- finish: this turn's messages are the answer -------------------------------------
 

@@ -7,6 +7,7 @@ it, and it imports none of them, so the run and its trace do not depend on each 
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,10 +18,14 @@ from harmony_agent.tools.base import RunContext
 from openai_harmony import HarmonyEncoding, Message
 
 from ._registry import ToolRegistry
+from .errors import RunStateError
 from .events import Event
-from .result import RunResult, RunUsage, ToolCallRecord
+from .result import RunResult, RunUsage, ToolCallRecord, ToolCallRequest
 
-__all__ = ["LoopAgent", "Recorder", "RunState"]
+__all__ = ["STATE_FORMAT", "STATE_VERSION", "LoopAgent", "Recorder", "RunState"]
+
+STATE_FORMAT = "harmony-agent-run-state"
+STATE_VERSION = 1
 
 
 @dataclass
@@ -28,8 +33,13 @@ class RunState:
     """Where a run stands after a complete step: enough to go on from there (``Agent.resume``).
 
     ``prompt_ids`` is the prompt the next turn sends; ``next_turn`` its number. The state
-    round-trips through JSON (:meth:`to_dict` / :meth:`from_dict`), so a run can be saved
-    anywhere and resumed in another process.
+    round-trips through JSON (:meth:`to_json` / :meth:`from_json`, or :meth:`to_dict` /
+    :meth:`from_dict`), so a run can be saved anywhere and resumed in another process.
+
+    A paused run's state has the calls waiting for approval in ``pending``; its
+    ``prompt_ids`` end with the call the model sampled (``<|call|>`` included), to which the
+    resumed run appends the tool's result. ``wall_s`` is the wall time the run has taken so
+    far, not counting the pause.
 
     Example::
 
@@ -49,10 +59,34 @@ class RunState:
     next_turn: int = 0
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     usage: RunUsage = field(default_factory=RunUsage)
+    pending: list[ToolCallRequest] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def to_json(self) -> str:
+        """The state as one JSON document (:meth:`from_json` reads it back)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunState:
+        """Inverse of :meth:`to_json`; :class:`RunStateError` saying what is wrong."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunStateError(
+                f"the run state is not JSON ({exc}); pass what to_json() wrote"
+            ) from None
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise RunStateError(
+                f'this JSON is not a harmony-agent run state (no "format": "{STATE_FORMAT}"); '
+                "pass what RunState.to_json() or RunResult.state.to_json() wrote"
+            )
+        return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (messages as harmony message dicts)."""
         return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
             "run_id": self.run_id,
             "task": self.task,
             "messages": [m.to_dict() for m in self.messages],
@@ -60,25 +94,63 @@ class RunState:
             "next_turn": self.next_turn,
             "tool_calls": [asdict(c) for c in self.tool_calls],
             "usage": asdict(self.usage),
+            "pending": [p.to_dict() for p in self.pending],
+            "wall_s": self.wall_s,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
-        """Inverse of :meth:`to_dict`; ``ValueError`` saying which field is wrong."""
-        try:
-            return cls(
-                run_id=str(data["run_id"]),
-                task=str(data["task"]),
-                messages=[Message.from_dict(m) for m in data["messages"]],
-                prompt_ids=[int(i) for i in data["prompt_ids"]],
-                next_turn=int(data.get("next_turn", 0)),
-                tool_calls=[ToolCallRecord(**c) for c in data.get("tool_calls", ())],
-                usage=RunUsage(**data.get("usage", {})),
+        """Inverse of :meth:`to_dict`; :class:`RunStateError` (a ``ValueError``) saying which
+        field is wrong."""
+        if not isinstance(data, dict):
+            raise RunStateError(f"a run state is a JSON object, got {type(data).__name__}")
+        if data.get("format", STATE_FORMAT) != STATE_FORMAT:
+            raise RunStateError(
+                f"this is not a harmony-agent run state (format {data['format']!r})"
             )
-        except KeyError as exc:
-            raise ValueError(f"run state has no {exc.args[0]!r} field") from None
-        except TypeError as exc:
-            raise ValueError(f"run state has a malformed field: {exc}") from None
+        if data.get("version", STATE_VERSION) != STATE_VERSION:
+            raise RunStateError(
+                f"run state version {data['version']!r}; this harmony-agent reads version "
+                f"{STATE_VERSION}: resume it with the release that saved it"
+            )
+        for name in ("run_id", "task", "messages", "prompt_ids"):
+            if name not in data:
+                raise RunStateError(f"run state has no {name!r} field")
+        field_name = ""
+        try:
+            field_name = "messages"
+            messages = [Message.from_dict(m) for m in data["messages"]]
+            field_name = "prompt_ids"
+            prompt_ids = data["prompt_ids"]
+            if not isinstance(prompt_ids, list) or not all(
+                type(i) is int and i >= 0 for i in prompt_ids
+            ):
+                raise TypeError("expected a list of token ids (non-negative integers)")
+            field_name = "tool_calls"
+            calls = [ToolCallRecord(**c) for c in data.get("tool_calls", ())]
+            field_name = "usage"
+            usage = RunUsage(**data.get("usage", {}))
+            field_name = "pending"
+            pending = [ToolCallRequest(**p) for p in data.get("pending", ())]
+            field_name = "next_turn"
+            next_turn = int(data.get("next_turn", 0))
+            field_name = "wall_s"
+            wall_s = float(data.get("wall_s", 0.0))
+        except Exception as exc:  # harmony's and the dataclasses' errors, on foreign data
+            raise RunStateError(
+                f"run state has a malformed {field_name!r} field: {type(exc).__name__}: {exc}"
+            ) from None
+        return cls(
+            run_id=str(data["run_id"]),
+            task=str(data["task"]),
+            messages=messages,
+            prompt_ids=prompt_ids,
+            next_turn=next_turn,
+            tool_calls=calls,
+            usage=usage,
+            pending=pending,
+            wall_s=wall_s,
+        )
 
 
 class Recorder(Protocol):

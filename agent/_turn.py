@@ -22,14 +22,17 @@ from ._state import LoopAgent
 from ._transcript import PromptView
 from .errors import ContextOverflowError, OutputTruncatedError, UnknownToolError
 from .events import Event, PreambleDelta, ReasoningDelta, TextDelta, ToolCallStarted
+from .result import ToolCallRequest
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
     "CallTool",
     "Finish",
     "NextStep",
+    "Pause",
     "Resample",
     "Sampled",
+    "call_request",
     "final_text",
     "maybe_json",
     "request_for",
@@ -75,13 +78,22 @@ class CallTool:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """The turn ended in a tool call that needs approval: ask for it before the tool runs."""
+
+    sampled: Sampled
+    call: Message
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """No tool call: this turn's messages are the answer."""
 
     sampled: Sampled
 
 
-NextStep = Resample | CallTool | Finish
+NextStep = Resample | CallTool | Pause | Finish
 
 
 def request_for(
@@ -166,6 +178,29 @@ def resolve_call(
     except UnknownToolError as exc:
         return exc, maybe_json(raw)
     return tool, (raw if tool.parameters is None else maybe_json(raw))
+
+
+def call_request(
+    registry: ToolRegistry,
+    call: Message,
+    recipient: str,
+    run_id: str,
+    turn: int,
+    calls_done: Sequence[object],
+) -> tuple[ToolCallRequest, Tool | UnknownToolError]:
+    """The request of a run's next call (its id numbers the run's calls) and its tool."""
+    raw = message_text(call)
+    tool, arguments = resolve_call(registry, recipient, raw)
+    request = ToolCallRequest(
+        call_id=f"{run_id}-{len(calls_done)}",
+        turn=turn,
+        recipient=recipient,
+        tool=tool.recipient if isinstance(tool, Tool) else None,
+        channel=call.channel,
+        raw_arguments=raw,
+        arguments=arguments,
+    )
+    return request, tool
 
 
 def maybe_json(raw: str) -> Any:

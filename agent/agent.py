@@ -37,30 +37,42 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
 from harmony_agent.engine.base import Engine
-from harmony_agent.tools.base import RunContext, Tool, Toolset
+from harmony_agent.tools.base import (
+    ApprovalPolicy,
+    RunContext,
+    Tool,
+    Toolset,
+    check_approval_policy,
+)
 from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
+from . import _tokens as tk
 from ._checks import check_agent_arguments, check_history, check_no_running_loop, check_task
 from ._encoding import load_encoding
+from ._hooks import Approver, Decision, Hooks, UsageLimits, check_decisions
 from ._registry import ToolRegistry
 from ._run import Run
 from ._state import Recorder, RunState
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RunStateError
 from .events import Event
 from .result import RunResult
 from .trace import TraceWriter
 
-__all__ = ["Agent", "Recorder", "RunState"]
+__all__ = ["Agent", "Recorder", "RunState", "RunStream"]
+
+OnEvent = Callable[[Event], Any]
 
 
 class Agent:
@@ -88,6 +100,11 @@ class Agent:
     Toolsets that hold connections (MCP servers) share one per server across runs inside
     ``async with agent:`` (or until ``await agent.aclose()``); a run outside it connects
     for itself and disconnects when it ends.
+        usage_limits: :class:`UsageLimits` for every run (a run's own limits override them
+            field by field).
+        hooks: :class:`Hooks` for every run (a run's own hooks replace the ones they set).
+        needs_approval: an approval policy for every tool call (``True``, or a callable
+            ``(ctx, call) -> bool``), on top of each tool's own ``needs_approval``.
     """
 
     def __init__(
@@ -110,6 +127,9 @@ class Agent:
         files_dir: str | Path | None = None,
         tracer_provider: Any = None,
         trace_content: bool | None = None,
+        usage_limits: UsageLimits | None = None,
+        hooks: Hooks | None = None,
+        needs_approval: ApprovalPolicy = False,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -148,6 +168,13 @@ class Agent:
         self.seed = seed
         self.context_window = context_window
         self.files_dir = Path(files_dir) if files_dir is not None else None
+        if usage_limits is not None and not isinstance(usage_limits, UsageLimits):
+            raise ConfigurationError(f"usage_limits must be a UsageLimits, got {usage_limits!r}")
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise ConfigurationError(f"hooks must be a Hooks, got {hooks!r}")
+        self.usage_limits = usage_limits or UsageLimits()
+        self.hooks = hooks or Hooks()
+        self.needs_approval = check_approval_policy(needs_approval, "the agent")
         self.encoding = load_encoding()
         self._prefix: list[int] | None = None
         self.tracer_provider = tracer_provider
@@ -240,6 +267,44 @@ class Agent:
 
     # --- running ---------------------------------------------------------------------------
 
+    def _run(
+        self,
+        task: str,
+        *,
+        history: RunResult | None = None,
+        resume: RunState | None = None,
+        approve: Mapping[str, Decision] | None = None,
+        deps: Any = None,
+        trace: str | Path | Recorder | None = None,
+        usage_limits: UsageLimits | None = None,
+        hooks: Hooks | None = None,
+        approver: Approver | None = None,
+    ) -> Run:
+        check_task(task)
+        check_history(history)
+        decisions: dict[str, Decision] = {}
+        if history is not None and history.status == "paused":
+            raise ConfigurationError(
+                "this history is a run paused for approval of a tool call; resume it with "
+                "agent.resume(result.state, approve={call_id: True | False | 'reason'}) and "
+                "continue the conversation from that result"
+            )
+        if resume is not None:
+            decisions = self._check_resume(resume, approve)
+        return Run(
+            self,
+            task,
+            history,
+            deps,
+            resume=resume,
+            recorder=_recorder(trace),
+            hooks=self.hooks.merged(hooks),
+            limits=self.usage_limits.merged(usage_limits),
+            approval=self.needs_approval,
+            approver=approver,
+            decisions=decisions,
+        )
+
     def stream(
         self,
         task: str,
@@ -247,16 +312,34 @@ class Agent:
         history: RunResult | None = None,
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
-    ) -> AsyncGenerator[Event, None]:
-        """Run and yield events as they happen; the last is ``RunFinished`` or ``ErrorEvent``.
+        usage_limits: UsageLimits | None = None,
+        hooks: Hooks | None = None,
+        approver: Approver | None = None,
+    ) -> RunStream:
+        """Run and yield events as they happen; the last is ``RunFinished``, ``RunPaused`` or
+        ``ErrorEvent``. Once iterated to the end, the stream's ``result`` is the
+        :class:`RunResult` (pass it as ``history=`` to go on with the conversation)::
 
-        Errors that end the run are raised after their ``ErrorEvent``. Close the iterator
-        (``async with contextlib.aclosing(agent.stream(task)) as events``) to stop early; the
-        engine request is aborted and the run's tools are closed.
+            async with agent.stream(task) as stream:
+                async for event in stream:
+                    ...
+            result = stream.result
+
+        Errors that end the run are raised after their ``ErrorEvent``. Leaving the ``async
+        with`` (or ``aclose()``) stops the run early; the engine request is aborted and the
+        run's tools are closed. Arguments as for :meth:`run`.
         """
-        check_task(task)
-        check_history(history)
-        return Run(self, task, history, deps, recorder=_recorder(trace)).events()
+        return RunStream(
+            self._run(
+                task,
+                history=history,
+                deps=deps,
+                trace=trace,
+                usage_limits=usage_limits,
+                hooks=hooks,
+                approver=approver,
+            )
+        )
 
     async def run(
         self,
@@ -265,20 +348,36 @@ class Agent:
         history: RunResult | None = None,
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
-        on_event: Callable[[Event], Any] | None = None,
+        on_event: OnEvent | None = None,
+        usage_limits: UsageLimits | None = None,
+        hooks: Hooks | None = None,
+        approver: Approver | None = None,
     ) -> RunResult:
-        """Run ``task`` to its final answer.
+        """Run ``task`` to its final answer (or to a pause, when a call needs approval).
 
         ``history``: a previous result to continue the conversation (its analysis before the
         last final answer is dropped, as the Harmony format prescribes). ``deps`` is handed to
         tools as ``ctx.deps``. ``trace``: a file to write the run to as JSON lines, one record
         per event and per step, fsynced per step (see :mod:`harmony_agent.trace`).
         ``on_event``: called with every event as it happens (sync or async), e.g. to show
-        progress while still getting the whole result.
+        progress while still getting the whole result. ``usage_limits`` and ``hooks``: this
+        run's, over the agent's. ``approver(ctx, call)``: decides calls that need approval
+        (True, False, or a reason to decline) as they come, instead of pausing the run.
+
+        A call that needs approval, with no ``approver``, pauses the run: the result's
+        ``status`` is ``"paused"``, its ``interruptions`` the waiting calls, and
+        ``result.state`` goes to :meth:`resume`. An error that ends the run carries the run so
+        far in ``exc.result``.
         """
-        check_task(task)
-        check_history(history)
-        run = Run(self, task, history, deps, recorder=_recorder(trace))
+        run = self._run(
+            task,
+            history=history,
+            deps=deps,
+            trace=trace,
+            usage_limits=usage_limits,
+            hooks=hooks,
+            approver=approver,
+        )
         return await _finish(run, on_event)
 
     def run_sync(
@@ -288,26 +387,216 @@ class Agent:
         history: RunResult | None = None,
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
+        on_event: OnEvent | None = None,
+        usage_limits: UsageLimits | None = None,
+        hooks: Hooks | None = None,
+        approver: Approver | None = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code (starts its own event loop)."""
         check_no_running_loop("run_sync")
-        return anyio.run(lambda: self.run(task, history=history, deps=deps, trace=trace))
+        return anyio.run(
+            lambda: self.run(
+                task,
+                history=history,
+                deps=deps,
+                trace=trace,
+                on_event=on_event,
+                usage_limits=usage_limits,
+                hooks=hooks,
+                approver=approver,
+            )
+        )
 
     def resume_stream(
-        self, state: RunState, *, deps: Any = None, trace: str | Path | Recorder | None = None
-    ) -> AsyncGenerator[Event, None]:
-        """Go on with a run from ``state`` (e.g. ``load_trace(path).resume_state()``)."""
-        return Run(self, state.task, resume=state, deps=deps, recorder=_recorder(trace)).events()
+        self,
+        state: RunState,
+        *,
+        approve: Mapping[str, Decision] | None = None,
+        deps: Any = None,
+        trace: str | Path | Recorder | None = None,
+        usage_limits: UsageLimits | None = None,
+        hooks: Hooks | None = None,
+        approver: Approver | None = None,
+    ) -> RunStream:
+        """Go on with a run from ``state`` (a paused result's ``state``, ``RunState.from_json``
+        or ``load_trace(path).resume_state()``); events as :meth:`stream`.
+
+        ``approve`` decides each call a paused state waits on: ``{call_id: True}`` runs it,
+        ``False`` or a reason declines it (the model reads that the user declined). The state
+        is checked first, and nothing runs when it does not fit: decisions for calls it does
+        not wait on (or none for one it does), or an agent whose prompt differs from the one
+        that made the state (other instructions, tools or settings): :class:`RunStateError`.
+        """
+        return RunStream(
+            self._run(
+                state.task if isinstance(state, RunState) else "",
+                resume=state,
+                approve=approve,
+                deps=deps,
+                trace=trace,
+                usage_limits=usage_limits,
+                hooks=hooks,
+                approver=approver,
+            )
+        )
 
     async def resume(
-        self, state: RunState, *, deps: Any = None, trace: str | Path | Recorder | None = None
+        self,
+        state: RunState,
+        *,
+        approve: Mapping[str, Decision] | None = None,
+        deps: Any = None,
+        trace: str | Path | Recorder | None = None,
+        on_event: OnEvent | None = None,
+        usage_limits: UsageLimits | None = None,
+        hooks: Hooks | None = None,
+        approver: Approver | None = None,
     ) -> RunResult:
-        """:meth:`resume_stream` to the final answer."""
-        run = Run(self, state.task, resume=state, deps=deps, recorder=_recorder(trace))
-        return await _finish(run)
+        """:meth:`resume_stream` to the final answer (or the next pause).
+
+        Example::
+
+            import anyio
+            from harmony_agent import Agent, RunState, tool
+            from harmony_agent.engine import ScriptedEngine
+
+            @tool(needs_approval=True)
+            def pay(amount: int) -> str:
+                "Pay an amount."
+                return f"paid {amount}"
+
+            call = ('<|channel|>commentary to=functions.pay <|constrain|>json'
+                    '<|message|>{"amount":5}<|call|>')
+            done = "<|channel|>final<|message|>Paid.<|return|>"
+            agent = Agent(tools=[pay], engine=ScriptedEngine([call, done]),
+                          conversation_start_date="2026-01-01")
+            paused = agent.run_sync("pay 5")
+            assert paused.status == "paused" and paused.interruptions[0].arguments == {"amount": 5}
+            saved = paused.state.to_json()                 # keep it anywhere
+
+            again = Agent(tools=[pay], engine=ScriptedEngine([done]),
+                          conversation_start_date="2026-01-01")
+            state = RunState.from_json(saved)
+            result = anyio.run(lambda: again.resume(state, approve={state.pending[0].call_id: True}))
+            assert result.final_text == "Paid." and result.tool_calls[0].output == "paid 5"
+        """
+        run = self._run(
+            state.task if isinstance(state, RunState) else "",
+            resume=state,
+            approve=approve,
+            deps=deps,
+            trace=trace,
+            usage_limits=usage_limits,
+            hooks=hooks,
+            approver=approver,
+        )
+        return await _finish(run, on_event)
+
+    def _check_resume(
+        self, state: RunState, approve: Mapping[str, Decision] | None
+    ) -> dict[str, Decision]:
+        """The decisions for ``state``'s pending calls, after checking that this agent renders
+        the prompt the state extends; :class:`RunStateError` saying what differs."""
+        if not isinstance(state, RunState):
+            raise RunStateError(
+                f"resume takes a RunState (RunState.from_json(text), a paused result's .state), "
+                f"got {type(state).__name__}"
+            )
+        decisions = check_decisions(state.pending, approve)
+        messages = state.messages
+        if not messages or messages[0].author.role != Role.SYSTEM:
+            raise RunStateError(
+                "the state's conversation does not start with a system message; it was not "
+                "saved by a harmony-agent run. Nothing was run."
+            )
+        date = getattr(messages[0].content[0], "conversation_start_date", None)
+        settings = dataclasses.replace(self.settings, conversation_start_date=date)
+        head = [hm.build_system_message(settings, self.registry.namespaces)]
+        developer = hm.build_developer_message(self.instructions, self.registry.functions)
+        if developer is not None:
+            head.append(developer)
+        rendered = self.encoding.render_conversation(
+            Conversation.from_messages(head), RenderConversationConfig(auto_drop_analysis=False)
+        )
+        if state.prompt_ids[: len(rendered)] != rendered:
+            raise RunStateError(
+                "this state was saved by a different agent: "
+                f"{_what_differs(head, messages)}, so resuming would not extend the prompt it "
+                "was sampled from. Resume with an agent of the same instructions, tools and "
+                "settings. Nothing was run."
+            )
+        if state.pending and (not state.prompt_ids or state.prompt_ids[-1] != tk.CALL):
+            raise RunStateError(
+                "the state waits on a tool call but its token ids do not end with the call "
+                "(<|call|>); it is corrupt. Nothing was run."
+            )
+        return decisions
 
 
-async def _finish(run: Run, on_event: Callable[[Event], Any] | None = None) -> RunResult:
+def _what_differs(expected: list[Message], saved: list[Message]) -> str:
+    system_ok = saved[0].to_dict() == expected[0].to_dict()
+    saved_dev = saved[1] if len(saved) > 1 and saved[1].author.role == Role.DEVELOPER else None
+    expected_dev = expected[1] if len(expected) > 1 else None
+    dev_ok = (saved_dev.to_dict() if saved_dev else None) == (
+        expected_dev.to_dict() if expected_dev else None
+    )
+    parts = []
+    if not system_ok:
+        parts.append(
+            "the system message differs (reasoning effort, model identity, knowledge cutoff "
+            "or built-in tools: browser, python)"
+        )
+    if not dev_ok:
+        parts.append("the developer message differs (instructions or function tools)")
+    return "; ".join(parts) or "the rendered system and developer messages differ"
+
+
+class RunStream:
+    """The events of one run, as an async iterator, and its :attr:`result` at the end.
+
+    Made by :meth:`Agent.stream` and :meth:`Agent.resume_stream`. Use it as ``async with
+    agent.stream(task) as stream: async for event in stream: ...``; leaving the block early
+    stops the run (the engine request is aborted, the run's tools closed).
+    """
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._events = run.events()
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the run if it is still going (what leaving ``async with`` does)."""
+        await self._events.aclose()
+
+    async def __aenter__(self) -> RunStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def result(self) -> RunResult:
+        """The run's result: the answer, a pause (``status == "paused"``), or, after an error,
+        the partial run (``status == "error"``, also the error's ``result``)."""
+        if self._run.result is None:
+            raise RuntimeError(
+                "the run has no result yet: iterate the stream to its end first "
+                "(async for event in stream: ...)"
+            )
+        return self._run.result
+
+
+async def _finish(run: Run, on_event: OnEvent | None = None) -> RunResult:
     async with aclosing(run.events()) as events:
         async for event in events:
             if on_event is not None:

@@ -3,7 +3,8 @@
 The answer goes to stdout; reasoning, tool activity, warnings and usage to stderr.
 ``--json`` prints one JSON event per line on stdout instead. Exit codes: 0 answered,
 1 the run failed (for ``replay --check``: or a tool output changed), 2 bad usage or
-configuration, 130 interrupted.
+configuration, 3 paused waiting for approval of a tool call (``--approve none``;
+``harmony-agent resume TRACE --approve CALL_ID`` goes on), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from harmony_agent.engine._spec import ENGINE_ENV
 from harmony_agent.engine.base import Engine
 from rich.console import Console
 
+from ._cli_approval import approver_for, decisions_for, paused, trace_for_pause
 from ._cli_load import builtin_tools, load_tools, make_engine, mcp_servers
 from ._console import EventView, Prices, print_replay
-from .agent import Agent
-from .errors import ConfigurationError, HarmonyAgentError
-from .events import Event, RunFinished, event_to_json
+from ._hooks import UsageLimits
+from .agent import Agent, RunStream
+from .errors import ConfigurationError, HarmonyAgentError, UsageLimitExceeded
+from .events import Event, RunFinished, RunPaused, event_to_json
 
 __all__ = ["build_parser", "load_tools", "main", "make_engine"]
 
@@ -45,11 +48,23 @@ _FLAGS = {
     "temperature": "--temperature",
 }
 
+#: the CLI option for each UsageLimits figure
+_LIMIT_FLAGS = {
+    "max_tool_calls": "--max-tool-calls",
+    "max_input_tokens": "--max-input-tokens",
+    "max_output_tokens": "--max-output-tokens",
+    "max_total_tokens": "--max-total-tokens",
+    "max_cost_usd": "--max-cost",
+    "max_wall_s": "--max-wall",
+}
+
 
 def _with_flags(exc: HarmonyAgentError, *, first_line: bool = False) -> str:
     """The error's message (or its first line), with the options that fix it: library
     messages name settings, not options."""
     flags = dict.fromkeys(_FLAGS[s] for s in exc.settings if s in _FLAGS)
+    if isinstance(exc, UsageLimitExceeded) and exc.limit in _LIMIT_FLAGS:
+        flags[_LIMIT_FLAGS[exc.limit]] = None
     text = str(exc) or type(exc).__name__
     if first_line:
         text = text.splitlines()[0]
@@ -135,6 +150,24 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
     )
     parser.add_argument("--max-turns", type=int, default=30, help="model turns before giving up")
     parser.add_argument("--max-tokens", type=int, default=8192, help="sampling limit per turn")
+    parser.add_argument(
+        "--max-tool-calls", type=int, metavar="N", help="stop the run before tool call N+1"
+    )
+    parser.add_argument(
+        "--max-input-tokens", type=int, metavar="N", help="stop before input tokens pass N"
+    )
+    parser.add_argument(
+        "--max-output-tokens", type=int, metavar="N", help="stop once output tokens pass N"
+    )
+    parser.add_argument(
+        "--max-total-tokens", type=int, metavar="N", help="stop before input+output pass N"
+    )
+    parser.add_argument(
+        "--max-cost", type=float, metavar="USD", help="stop once the run costs more (--price-*)"
+    )
+    parser.add_argument(
+        "--max-wall", type=float, metavar="SECONDS", help="stop once the run takes longer"
+    )
     parser.add_argument("--temperature", type=float, help="sampling temperature (engine default)")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON event per line on stdout"
@@ -184,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="overwrite the --trace FILE if it already holds a run (refused otherwise)",
     )
+    _approve_option(run, "--approve")
 
     chat = sub.add_parser(
         "chat",
@@ -192,16 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
         "Earlier reasoning is dropped between your messages, as Harmony prescribes.",
     )
     _agent_options(chat)
+    _approve_option(chat, "--approve", modes=("ask", "all"))
 
     resume = sub.add_parser(
         "resume",
-        help="continue a run that stopped, from its last complete step",
-        description="Continue the run recorded in TRACE (after a crash, Ctrl-C or an engine "
-        "failure) from its last complete step, appending to the same trace. Give the same "
-        "--tools as the original run.",
+        help="continue a run that stopped or paused, from its last complete step",
+        description="Continue the run recorded in TRACE (after a crash, Ctrl-C, an engine "
+        "failure, or a pause for approval) from its last complete step, appending to the same "
+        "trace. Give the same --tools as the original run. A paused run needs a decision on "
+        "the call it waits on: --approve CALL_ID or --reject CALL_ID[:REASON].",
     )
     resume.add_argument("trace", metavar="TRACE", help="the trace file of the run")
     _agent_options(resume)
+    resume.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="CALL_ID",
+        dest="approve_ids",
+        help="run this pending tool call (repeatable)",
+    )
+    resume.add_argument(
+        "--reject",
+        action="append",
+        default=[],
+        metavar="CALL_ID[:REASON]",
+        help="decline this pending tool call; the model reads the reason (repeatable)",
+    )
+    _approve_option(resume, "--approve-next", default=None)
 
     replay = sub.add_parser(
         "replay",
@@ -236,6 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _approve_option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    modes: Sequence[str] = ("ask", "all", "none"),
+    default: str | None = "all",
+) -> None:
+    parser.add_argument(
+        flag,
+        choices=modes,
+        default=default,
+        dest="approve_mode",
+        help="tool calls: ask = confirm each one (y/n, in a terminal); all = run them all"
+        + ("; none = pause the run at the first one, to resume later" if "none" in modes else "")
+        + (
+            f" (default {default})" if default else " (default: none when the run paused, else all)"
+        ),
+    )
+
+
 def _tracer_provider(args: argparse.Namespace) -> Any:
     if not getattr(args, "otel", False):
         return None
@@ -244,7 +316,22 @@ def _tracer_provider(args: argparse.Namespace) -> Any:
     return cli_tracer_provider()
 
 
+def _limits(args: argparse.Namespace) -> UsageLimits:
+    return UsageLimits(
+        max_tool_calls=args.max_tool_calls,
+        max_input_tokens=args.max_input_tokens,
+        max_output_tokens=args.max_output_tokens,
+        max_total_tokens=args.max_total_tokens,
+        max_cost_usd=args.max_cost,
+        max_wall_s=args.max_wall,
+        price_input=args.price_input,
+        price_cached=args.price_cached,
+        price_output=args.price_output,
+    )
+
+
 def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
+    mode = getattr(args, "approve_mode", None) or "all"
     return Agent(
         args.instructions,
         tools=[*builtin_tools(args), *load_tools(args.tools), *mcp_servers(args.mcp)],
@@ -254,6 +341,8 @@ def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
         max_turns=args.max_turns,
         max_tokens_per_turn=args.max_tokens,
         temperature=args.temperature,
+        usage_limits=_limits(args),
+        needs_approval=mode != "all",
     )
 
 
@@ -267,10 +356,13 @@ def _view(args: argparse.Namespace, out: Console, err: Console) -> EventView:
 
 
 async def _drive(
-    events: AsyncGenerator[Event, None], args: argparse.Namespace, out: Console, view: EventView
-) -> RunFinished | None:
-    """Show a run's events; returns its RunFinished event (None if it did not finish)."""
-    finished = None
+    events: AsyncGenerator[Event, None] | RunStream,
+    args: argparse.Namespace,
+    out: Console,
+    view: EventView,
+) -> RunFinished | RunPaused | None:
+    """Show a run's events; returns its RunFinished or RunPaused event (None if neither)."""
+    finished: RunFinished | RunPaused | None = None
     try:
         async with contextlib.aclosing(events) as stream:
             async for event in stream:
@@ -279,7 +371,7 @@ async def _drive(
                     out.file.flush()
                 else:
                     view.handle(event)
-                if event.type == "run_finished":
+                if isinstance(event, RunFinished | RunPaused):
                     finished = event
     finally:
         view.stop()
@@ -287,6 +379,8 @@ async def _drive(
 
 
 async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    approver = approver_for(args, err)
+    trace_for_pause(args, err)
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
     async with engine:
         agent = _agent(args, engine)
@@ -295,19 +389,25 @@ async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             from .trace import TraceWriter
 
             trace = TraceWriter(args.trace, overwrite=args.force)
-        await _drive(agent.stream(args.task, trace=trace), args, out, _view(args, out, err))
+        stream = agent.stream(args.task, trace=trace, approver=approver)
+        end = await _drive(stream, args, out, _view(args, out, err))
+    if isinstance(end, RunPaused):
+        return paused(args, err, end, stream)
     return 0
 
 
 async def _cmd_chat(args: argparse.Namespace, out: Console, err: Console) -> int:
+    approver = approver_for(args, err)
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
     async with engine:
         agent = _agent(args, engine)
         async with agent:  # one connection per MCP server for the whole chat
-            return await _chat_loop(agent, args, out, err)
+            return await _chat_loop(agent, args, out, err, approver)
 
 
-async def _chat_loop(agent: Any, args: argparse.Namespace, out: Console, err: Console) -> int:
+async def _chat_loop(
+    agent: Any, args: argparse.Namespace, out: Console, err: Console, approver: Any
+) -> int:
     history = None
     while True:
         if sys.stdin.isatty():
@@ -326,7 +426,7 @@ async def _chat_loop(agent: Any, args: argparse.Namespace, out: Console, err: Co
                 view.handle(event)
 
         try:
-            history = await agent.run(message, history=history, on_event=show)
+            history = await agent.run(message, history=history, on_event=show, approver=approver)
         finally:
             view.stop()
 
@@ -335,6 +435,10 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
     from .trace import load_trace
 
     state = load_trace(args.trace).resume_state()
+    decisions = decisions_for(args, state.pending)
+    if args.approve_mode is None:  # a run that paused keeps pausing; others run their calls
+        args.approve_mode = "none" if state.pending else "all"
+    approver = approver_for(args, err)
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
     async with engine:
         agent = _agent(args, engine)
@@ -343,7 +447,10 @@ async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> i
                 f"[dim]resuming run {state.run_id} at turn {state.next_turn} "
                 f"({len(state.tool_calls)} tool calls done)[/]"
             )
-        await _drive(agent.resume_stream(state, trace=args.trace), args, out, _view(args, out, err))
+        stream = agent.resume_stream(state, approve=decisions, trace=args.trace, approver=approver)
+        end = await _drive(stream, args, out, _view(args, out, err))
+    if isinstance(end, RunPaused):
+        return paused(args, err, end, stream)
     return 0
 
 

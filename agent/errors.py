@@ -14,7 +14,9 @@ a tool message and the run goes on (within ``Agent(max_tool_errors=...)``). Erro
     │   └── ToolPolicyError             a tool refused on policy (a blocked URL, ...)
     └── RunError                        caller-visible: ends the run
         ├── ConfigurationError          bad settings, missing optional dependency
-        │   └── EncodingUnavailableError   the Harmony vocabulary cannot be loaded
+        │   ├── EncodingUnavailableError   the Harmony vocabulary cannot be loaded
+        │   └── RunStateError           a saved run state is corrupt, foreign, or does not
+        │                               fit the agent or the decisions given to resume it
         ├── EngineError                 the engine failed
         │   ├── EngineUnavailableError  unreachable, refused, not installed, no device
         │   ├── EngineRequestError      the engine rejected the request (4xx, bad model)
@@ -25,7 +27,14 @@ a tool message and the run goes on (within ``Agent(max_tool_errors=...)``). Erro
         ├── ToolErrorBudgetError        too many tool errors in a row
         ├── ContextOverflowError        the prompt no longer fits the context window
         ├── PromptRenderError           a message could not be rendered as tokens
-        └── OutputTruncatedError        a turn hit max_tokens before any answer
+        ├── OutputTruncatedError        a turn hit max_tokens before any answer
+        ├── UsageLimitExceeded          a UsageLimits figure was reached
+        ├── HookError                   a hook or an approval policy raised
+        └── RunStoppedError             on_turn_end asked the run to stop
+
+An error that ends a run carries what the run did up to then in ``result`` (a ``RunResult``
+whose ``status`` is ``"error"``: messages, tool calls, usage, events, token ids); it is
+``None`` for errors raised before a run starts.
 
 Third-party exceptions (httpx, vllm, playwright, openai_harmony) are mapped to these at the
 adapter that calls them, so callers only ever need ``except HarmonyAgentError``.
@@ -37,6 +46,11 @@ the CLI adds its option for each.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .result import RunResult
+
 __all__ = [
     "ConfigurationError",
     "ContextOverflowError",
@@ -47,10 +61,13 @@ __all__ = [
     "EngineTimeoutError",
     "EngineUnavailableError",
     "HarmonyAgentError",
+    "HookError",
     "MaxTurnsError",
     "OutputTruncatedError",
     "PromptRenderError",
     "RunError",
+    "RunStateError",
+    "RunStoppedError",
     "ScriptExhaustedError",
     "ToolArgumentsError",
     "ToolError",
@@ -59,6 +76,7 @@ __all__ = [
     "ToolPolicyError",
     "ToolTimeoutError",
     "UnknownToolError",
+    "UsageLimitExceeded",
 ]
 
 
@@ -67,6 +85,8 @@ class HarmonyAgentError(Exception):
 
     #: the settings (Python parameter names) to change to fix this; empty when none applies
     settings: tuple[str, ...] = ()
+    #: the partial run, set on an error that ended one (see the module docstring)
+    result: RunResult | None = None
 
 
 # --- errors the model sees -------------------------------------------------------------------
@@ -113,6 +133,11 @@ class EncodingUnavailableError(ConfigurationError):
     """The Harmony (o200k) vocabulary could not be loaded."""
 
 
+class RunStateError(ConfigurationError, ValueError):
+    """A run state cannot be resumed: not JSON, not a run state, a malformed field, another
+    agent's state, or approval decisions for calls the state is not waiting on."""
+
+
 class EngineError(RunError):
     """The inference engine failed."""
 
@@ -155,3 +180,29 @@ class PromptRenderError(RunError):
 
 class OutputTruncatedError(RunError):
     """A turn stopped on max_tokens before producing an answer or a complete tool call."""
+
+
+class UsageLimitExceeded(RunError):
+    """A figure of ``UsageLimits`` was reached: ``limit`` names it, ``value`` is the figure
+    the run reached and ``maximum`` the limit."""
+
+    settings = ("usage_limits",)
+
+    def __init__(self, message: str, *, limit: str, value: Any, maximum: Any) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+
+
+class HookError(RunError):
+    """A hook (``before_tool_call``, ``after_tool_call``, ``on_turn_end``), an approval policy
+    or an approver raised; ``hook`` names it and the exception is chained."""
+
+    def __init__(self, message: str, *, hook: str) -> None:
+        super().__init__(message)
+        self.hook = hook
+
+
+class RunStoppedError(RunError):
+    """``on_turn_end`` returned ``StopRun``: the run ended early, at its caller's request."""

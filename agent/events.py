@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "ApprovalRequested",
     "ErrorEvent",
     "Event",
     "PreambleDelta",
     "ReasoningDelta",
     "RunFinished",
+    "RunPaused",
     "RunStarted",
     "TextDelta",
     "ToolCallEvent",
@@ -117,6 +119,20 @@ class ToolResultEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequested:
+    """A complete tool call needs approval before it runs (the tool has not run yet)."""
+
+    run_id: str
+    turn: int
+    call_id: str
+    recipient: str
+    tool: str | None
+    raw_arguments: str
+    arguments: Any = None
+    type: Literal["approval_requested"] = "approval_requested"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TurnFinished:
     run_id: str
     turn: int
@@ -142,6 +158,16 @@ class RunFinished:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RunPaused:
+    """The run stopped before running ``call_ids``, waiting for approval (``Agent.resume``)."""
+
+    run_id: str
+    turn: int
+    call_ids: tuple[str, ...]
+    type: Literal["run_paused"] = "run_paused"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WarningEvent:
     run_id: str
     turn: int
@@ -151,12 +177,16 @@ class WarningEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ErrorEvent:
-    """The run ended with an error (raised to the caller right after this event)."""
+    """The run ended with an error (raised to the caller right after this event).
+
+    ``partial_result``: the raised error carries the run up to here in ``exc.result``.
+    """
 
     run_id: str
     turn: int
     error: str
     message: str
+    partial_result: bool = False
     type: Literal["error"] = "error"
 
 
@@ -168,8 +198,10 @@ Event = (
     | ToolCallStarted
     | ToolCallEvent
     | ToolResultEvent
+    | ApprovalRequested
     | TurnFinished
     | RunFinished
+    | RunPaused
     | WarningEvent
     | ErrorEvent
 )

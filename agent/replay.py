@@ -211,6 +211,13 @@ class Replay:
     def changes(self) -> list[OutputChange]:
         return compare_tool_results(self.recorded, self.replayed)
 
+    def _recorded_decision(self, ctx: Any, call: Any) -> bool:
+        """A call that needs approval gets the decision it got when recorded: the n-th call
+        of the replay is the n-th of the trace."""
+        number = int(call.call_id.rsplit("-", 1)[1])
+        recorded = self.recorded
+        return number >= len(recorded) or recorded[number].error_kind != "rejected"
+
     def outcome(self) -> ReplayOutcome:
         return ReplayOutcome(self.result, self.recorded, self.replayed, self.changes)
 
@@ -222,7 +229,7 @@ class Replay:
             )
         self.events, self.result = [], None
         state = self.trace.initial_state(run_id=self.trace.run_id + "-replay")
-        run = Run(agent, state.task, resume=state)
+        run = Run(agent, state.task, resume=state, approver=self._recorded_decision)
         async with aclosing(run.events()) as events:
             async for event in events:
                 self.events.append(event)

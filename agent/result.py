@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from openai_harmony import Message
 
 from .events import Event
 
-__all__ = ["RunResult", "RunUsage", "ToolCallRecord"]
+__all__ = ["RunResult", "RunStatus", "RunUsage", "ToolCallRecord", "ToolCallRequest"]
+
+#: how a run ended: with its answer, waiting for approval of a tool call, or with an error
+RunStatus = Literal["finished", "paused", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A complete tool call the model made, before it runs: what hooks and approval policies
+    see, and what a paused run waits on (``RunResult.interruptions``).
+
+    ``tool`` is the resolved tool's recipient (None when no tool has that name), ``arguments``
+    the parsed JSON arguments (the raw text for the python tool; None when they do not parse)
+    and ``raw_arguments`` the message text the model wrote.
+    """
+
+    call_id: str
+    turn: int
+    recipient: str
+    tool: str | None
+    channel: str | None
+    raw_arguments: str
+    arguments: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +85,11 @@ class RunResult:
     assistant and tool messages); ``prompt_ids`` the last prompt sent to the engine and
     ``token_ids`` that prompt plus the last sampled output — the exact token transcript.
     Pass a result as ``history=`` to continue the conversation.
+
+    ``status`` says how the run ended. ``"paused"``: a tool call needs approval; it is in
+    ``interruptions`` and ``state`` is what ``Agent.resume`` goes on from (``state.to_json()``
+    to keep it anywhere). ``"error"``: the result an error carries (``exc.result``), the run
+    up to the failure.
     """
 
     run_id: str
@@ -72,3 +102,7 @@ class RunResult:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str = "stop"
     truncated: bool = False
+    status: RunStatus = "finished"
+    interruptions: list[ToolCallRequest] = field(default_factory=list)
+    #: a ``RunState`` (typed loosely: the state module imports this one)
+    state: Any = None

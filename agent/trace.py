@@ -8,6 +8,8 @@ One record per line, each a JSON object with a ``record`` kind:
   its ``turn_finished`` event.
 * ``step`` — after each completed tool step: the ids the model sampled, the ids appended
   (tool message + ``<|start|>assistant``), the messages this step added, the tool call, usage.
+  A run that pauses for approval writes a step with the call's ids, nothing appended, and the
+  ``pending`` call; the resumed run's first step appends its result (no sampled ids).
 * ``resumed`` — a run went on from the last step (``harmony-agent resume``).
 
 Records are buffered between steps and written, flushed and fsynced at every step boundary
@@ -36,13 +38,15 @@ from openai_harmony import Message
 from ._state import RunState
 from .errors import ConfigurationError
 from .events import Event, event_from_dict, event_to_dict
-from .result import RunUsage, ToolCallRecord
+from .result import RunUsage, ToolCallRecord, ToolCallRequest
 
 __all__ = ["FORMAT", "MAX_DEPTH", "VERSION", "Trace", "TraceError", "TraceWriter", "load_trace"]
 
 FORMAT = "harmony-agent-trace"
 VERSION = 1
-_FLUSH_ON = frozenset({"turn_finished", "tool_result", "run_finished", "error", "run_started"})
+_FLUSH_ON = frozenset(
+    {"turn_finished", "tool_result", "run_finished", "run_paused", "error", "run_started"}
+)
 
 
 class TraceError(ConfigurationError):
@@ -98,6 +102,7 @@ class TraceWriter:
         self._pending: list[str] = []
         self._messages_written = 0
         self._refused = False  # the file belongs to another run: write nothing to it
+        self._calls_written = 0
 
     def _write_sync(self, lines: list[str], mode: str = "a") -> None:
         try:
@@ -149,6 +154,7 @@ class TraceWriter:
                 )
             mode = "w"
         self._messages_written = len(state.messages)
+        self._calls_written = len(state.tool_calls)
         record: dict[str, Any] = {
             "record": kind,
             "format": FORMAT,
@@ -176,7 +182,10 @@ class TraceWriter:
             return
         new = state.messages[self._messages_written :]
         self._messages_written = len(state.messages)
-        call = state.tool_calls[-1] if state.tool_calls else None
+        # a pause step adds no call; its resumed step adds the call
+        new_calls = state.tool_calls[self._calls_written :]
+        self._calls_written = len(state.tool_calls)
+        call = new_calls[-1] if new_calls else None
         self._pending.append(
             _dump(
                 {
@@ -188,6 +197,8 @@ class TraceWriter:
                     "tool_call": _shallow(call) if call is not None else None,
                     "usage": asdict(state.usage),
                     "prompt_len": len(state.prompt_ids),
+                    "pending": [p.to_dict() for p in state.pending],
+                    "wall_s": state.wall_s,
                 }
             )
         )
@@ -243,6 +254,8 @@ class Trace:
         calls: list[ToolCallRecord] = []
         usage = RunUsage()
         next_turn = 0
+        pending: list[ToolCallRequest] = []
+        wall_s = 0.0
         for step in self.steps:
             prompt += step["output_ids"] + step["appended_ids"]
             if len(prompt) != step["prompt_len"]:
@@ -255,6 +268,8 @@ class Trace:
                 calls.append(ToolCallRecord(**step["tool_call"]))
             usage = RunUsage(**step["usage"])
             next_turn = step["turn"] + 1
+            pending = [ToolCallRequest(**p) for p in step.get("pending", ())]
+            wall_s = float(step.get("wall_s", wall_s))
         return RunState(
             run_id=self.run_id,
             task=self.task,
@@ -263,7 +278,14 @@ class Trace:
             next_turn=next_turn,
             tool_calls=calls,
             usage=usage,
+            pending=pending,
+            wall_s=wall_s,
         )
+
+    @property
+    def paused(self) -> bool:
+        """Whether the run stopped waiting for approval of a call (its last step is a pause)."""
+        return bool(self.steps) and bool(self.steps[-1].get("pending")) and not self.finished
 
 
 def load_trace(path: str | Path) -> Trace:

@@ -44,6 +44,24 @@ def test_mcp_tools():
     assert "declared: functions.notes__add_note, functions.notes__search_notes\n" in proc.stdout
 
 
+def test_approval_pauses_saves_and_resumes():
+    proc = run_example("approval.py")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("waiting for approval: ") and '"eur":450' in line for line in lines)
+    assert "paused state saved to paused-run.json" in proc.stdout
+    assert "payments made: ['450 EUR to NO93 8601 1117 947 (INV-7)']" in proc.stdout
+    assert lines[-1] == "Paid INV-7: 450 EUR sent."
+
+
+def test_approval_rejected_tells_the_model():
+    proc = run_example("approval.py", "--reject", "over budget")
+    assert proc.returncode == 0, proc.stderr
+    assert "The user declined this tool call; it was not run. Reason: over budget." in proc.stdout
+    assert "payments made: none" in proc.stdout
+    assert proc.stdout.splitlines()[-1].startswith("I did not pay INV-7")
+
+
 def test_batch(tmp_path):
     tasks = [f"count these {n} words please" for n in range(40)]
     (tmp_path / "tasks.txt").write_text("\n".join(tasks))

@@ -43,7 +43,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,7 @@ import pydantic
 import pydantic_core
 from harmony_agent import _json
 from harmony_agent.errors import (
+    ConfigurationError,
     ToolArgumentsError,
     ToolError,
     ToolExecutionError,
@@ -64,9 +65,32 @@ from harmony_agent.errors import (
 from jsonschema.protocols import Validator
 from openai_harmony import ToolNamespaceConfig
 
-__all__ = ["RunContext", "Tool", "ToolResult", "Toolset", "serialize_output"]
+__all__ = [
+    "ApprovalPolicy",
+    "RunContext",
+    "Tool",
+    "ToolResult",
+    "Toolset",
+    "check_approval_policy",
+    "serialize_output",
+]
 
 T = TypeVar("T")
+
+#: Whether a call must be approved before it runs: a bool, or a callable (sync or async) taking
+#: the run's context and the call (a ``harmony_agent.result.ToolCallRequest``).
+ApprovalPolicy = bool | Callable[[Any, Any], bool | Awaitable[bool]]
+
+
+def check_approval_policy(policy: Any, name: str) -> ApprovalPolicy:
+    """``policy`` if it is one (a bool or a callable), else a :class:`ConfigurationError`."""
+    if isinstance(policy, bool) or callable(policy):
+        return policy  # pyright: ignore[reportReturnType]  # a callable's return is checked per call
+    raise ConfigurationError(
+        f"needs_approval of {name} must be True, False or a callable (ctx, call) -> bool, "
+        f"got {policy!r}"
+    )
+
 
 #: Tool output longer than this is cut (head and tail kept) before the model sees it.
 DEFAULT_MAX_OUTPUT_CHARS = 60_000
@@ -192,6 +216,8 @@ class Tool(abc.ABC):
     message); built-in tools use their own namespace and belong to a :class:`Toolset`.
     ``parameters`` is the JSON schema of the arguments object, or ``None`` when the tool takes
     the message text as is (the python tool). ``timeout`` is in seconds (``None``: no limit).
+    ``needs_approval`` (a bool or a callable of ``(ctx, call)``): the run pauses before the
+    call runs, until it is approved (see ``Agent.resume``); the wait is not part of the timeout.
     """
 
     namespace: str = "functions"
@@ -200,6 +226,7 @@ class Tool(abc.ABC):
     parameters: dict[str, Any] | None = None
     timeout: float | None = 60.0
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    needs_approval: ApprovalPolicy = False
     _validator_cache: tuple[Any, Validator] | None = None
 
     @property

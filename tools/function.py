@@ -44,7 +44,7 @@ import pydantic
 from harmony_agent.errors import ConfigurationError, ToolArgumentsError
 
 from ._schema import simplify_schema
-from .base import RunContext, Tool
+from .base import ApprovalPolicy, RunContext, Tool, check_approval_policy
 
 __all__ = ["FunctionTool", "tool"]
 
@@ -95,6 +95,7 @@ class FunctionTool(Tool):
         single_model_param: str | None = None,
         takes_ctx: bool = False,
         timeout: float | None = 60.0,
+        needs_approval: ApprovalPolicy = False,
     ) -> None:
         if not _NAME_RE.match(name):
             raise ConfigurationError(
@@ -109,6 +110,7 @@ class FunctionTool(Tool):
         self.single_model_param = single_model_param
         self.takes_ctx = takes_ctx
         self.timeout = timeout
+        self.needs_approval = check_approval_policy(needs_approval, name)
         self._is_async = inspect.iscoroutinefunction(handler)
         functools.update_wrapper(self, handler, updated=())  # type: ignore[arg-type]
 
@@ -120,6 +122,7 @@ class FunctionTool(Tool):
         name: str | None = None,
         description: str | None = None,
         timeout: float | None = 60.0,
+        needs_approval: ApprovalPolicy = False,
     ) -> FunctionTool:
         """Schema from ``fn``'s signature and docstring."""
         doc_description, doc_params = _split_docstring(fn.__doc__)
@@ -165,6 +168,7 @@ class FunctionTool(Tool):
             single_model_param=single,
             takes_ctx=takes_ctx,
             timeout=timeout,
+            needs_approval=needs_approval,
         )
 
     async def call(self, arguments: Any, ctx: RunContext) -> Any:
@@ -246,6 +250,7 @@ def tool(
     description: str | None = None,
     parameters: dict[str, Any] | None = None,
     timeout: float | None = 60.0,
+    needs_approval: ApprovalPolicy = False,
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -257,12 +262,15 @@ def tool(
     description: str | None = None,
     parameters: dict[str, Any] | None = None,
     timeout: float | None = 60.0,
+    needs_approval: ApprovalPolicy = False,
 ) -> Any:
     """Make a developer function tool from a callable.
 
-    ``@tool`` or ``@tool(name=..., description=..., timeout=...)``. With ``parameters`` (a raw
-    JSON schema) the signature is not inspected and the handler receives the validated
-    arguments as keyword arguments.
+    ``@tool`` or ``@tool(name=..., description=..., timeout=..., needs_approval=...)``. With
+    ``parameters`` (a raw JSON schema) the signature is not inspected and the handler receives
+    the validated arguments as keyword arguments. ``needs_approval``: ``True``, or a callable
+    ``(ctx, call) -> bool`` (sync or async) deciding per call; such a call pauses the run
+    before it runs (``RunResult.status == "paused"``) until ``Agent.resume`` decides.
     """
 
     def wrap(f: Callable[..., Any]) -> FunctionTool:
@@ -276,8 +284,11 @@ def tool(
                 parameters=parameters,
                 takes_ctx=takes_ctx,
                 timeout=timeout,
+                needs_approval=needs_approval,
             )
-        return FunctionTool.from_function(f, name=name, description=description, timeout=timeout)
+        return FunctionTool.from_function(
+            f, name=name, description=description, timeout=timeout, needs_approval=needs_approval
+        )
 
     if fn is not None:
         return wrap(fn)

@@ -393,10 +393,9 @@ async def test_streamable_http_concurrent_runs_and_list_changed(http_server):
 
 @pytest.mark.browser
 async def test_playwright_mcp_with_the_system_chromium(tmp_path):
-    if not PLAYWRIGHT_MCP.exists():
-        pytest.skip(
-            "@playwright/mcp is optional: `make setup-playwright-mcp` installs it (needs npm)"
-        )
+    assert PLAYWRIGHT_MCP.exists(), (
+        "@playwright/mcp is not installed: `make setup-playwright-mcp` installs it (needs npm)"
+    )
 
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

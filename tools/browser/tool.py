@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import anyio
 import anyio.to_thread
 from harmony_agent._controls import strip_controls
 from harmony_agent.errors import ConfigurationError, ToolExecutionError, ToolPolicyError
-from harmony_agent.tools.base import RunContext, Tool, Toolset
+from harmony_agent.tools.base import (
+    ApprovalPolicy,
+    RunContext,
+    Tool,
+    Toolset,
+    check_approval_policy,
+)
 from openai_harmony import ToolNamespaceConfig
 
 from ._automation import automation_tools
@@ -132,6 +138,10 @@ class BrowserTool(Toolset):
             viewport screenshot).
         page_timeout: seconds a page may take to load; max_redirects, max_nodes,
             max_text_chars: limits on a page.
+        needs_approval: ``True`` or a callable ``(ctx, call) -> bool`` for every browser
+            function, or a mapping from function name (``"open"``, ``"browser_click"``, ...) to
+            one of those, per function: the run pauses before such a call until it is
+            approved (``Agent.resume``).
     """
 
     def __init__(
@@ -149,6 +159,7 @@ class BrowserTool(Toolset):
         view_tokens: int = 1024,
         snapshot_tokens: int = 2000,
         settle: float = 0.1,
+        needs_approval: ApprovalPolicy | Mapping[str, ApprovalPolicy] = False,
     ) -> None:
         _check_backend(search)
         self.search_backend = search
@@ -174,12 +185,29 @@ class BrowserTool(Toolset):
         ]
         if automation:
             self._tools += automation_tools(self.state, snapshot_tokens)
+        self._set_approval(needs_approval)
         from harmony_agent._encoding import load_encoding
 
         self._encoding = load_encoding()
 
     def tools(self) -> Sequence[Tool]:
         return self._tools
+
+    def _set_approval(self, policy: ApprovalPolicy | Mapping[str, ApprovalPolicy]) -> None:
+        if not isinstance(policy, Mapping):
+            for t in self._tools:
+                t.needs_approval = check_approval_policy(policy, "the browser")
+            return
+        names = {t.name: t for t in self._tools}
+        unknown = sorted(set(policy) - set(names))
+        if unknown:
+            raise ConfigurationError(
+                f"needs_approval names {', '.join(map(repr, unknown))}, which this browser does "
+                f"not have; its functions are {', '.join(sorted(names))}"
+                + ("" if "browser_click" in names else " (automation=True adds the page actions)")
+            )
+        for name, value in policy.items():
+            names[name].needs_approval = check_approval_policy(value, name)
 
     def system_namespaces(self) -> Sequence[Any]:
         config = ToolNamespaceConfig.browser()

@@ -22,7 +22,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 from harmony_agent.errors import ConfigurationError
-from harmony_agent.tools.base import RunContext, Tool, Toolset
+from harmony_agent.tools.base import (
+    ApprovalPolicy,
+    RunContext,
+    Tool,
+    Toolset,
+    check_approval_policy,
+)
 from openai_harmony import ToolNamespaceConfig
 
 from ._files import RunFiles, display_name
@@ -69,6 +75,8 @@ class PythonTool(Toolset):
         python: the interpreter inside the sandbox (its packages are what the code can import).
         limits: CPU, memory, file size, open files, processes, /mnt/data quota.
         max_output_chars: output kept per stream (head and tail), the rest is counted.
+        needs_approval: ``True`` or a callable ``(ctx, call) -> bool``: the run pauses before
+            running code until the call is approved (``Agent.resume``).
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class PythonTool(Toolset):
         python: str = "/usr/bin/python3",
         limits: Limits | None = None,
         max_output_chars: int = 20_000,
+        needs_approval: ApprovalPolicy = False,
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ConfigurationError(
@@ -93,6 +102,7 @@ class PythonTool(Toolset):
         self.limits = limits or Limits()
         self.max_output_chars = max_output_chars
         self._tool = _PythonCall(self)
+        self._tool.needs_approval = check_approval_policy(needs_approval, "python")
 
     @property
     def mode(self) -> Literal["bubblewrap", "process"]:
