@@ -59,6 +59,7 @@ from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
 from . import _tokens as tk
+from ._checks import check_agent_arguments, check_history, check_no_running_loop, check_task
 from ._encoding import load_encoding
 from ._hooks import Approver, Decision, Hooks, UsageLimits, check_decisions
 from ._registry import ToolRegistry
@@ -138,9 +139,17 @@ class Agent:
             raise ConfigurationError(
                 f"reasoning_effort must be 'low', 'medium' or 'high', got {reasoning_effort!r}"
             )
-        for name, value in (("max_turns", max_turns), ("max_tokens_per_turn", max_tokens_per_turn)):
-            if value < 1:
-                raise ConfigurationError(f"{name} must be at least 1, got {value}")
+        check_agent_arguments(
+            instructions=instructions,
+            tools=tools,
+            max_turns=max_turns,
+            max_tokens_per_turn=max_tokens_per_turn,
+            max_tool_errors=max_tool_errors,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            context_window=context_window,
+        )
         self.instructions = instructions
         self.engine = engine
         self._tool_items = list(tools)
@@ -271,6 +280,8 @@ class Agent:
         hooks: Hooks | None = None,
         approver: Approver | None = None,
     ) -> Run:
+        check_task(task)
+        check_history(history)
         decisions: dict[str, Decision] = {}
         if history is not None and history.status == "paused":
             raise ConfigurationError(
@@ -382,6 +393,7 @@ class Agent:
         approver: Approver | None = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code (starts its own event loop)."""
+        check_no_running_loop("run_sync")
         return anyio.run(
             lambda: self.run(
                 task,

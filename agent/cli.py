@@ -2,42 +2,30 @@
 
 The answer goes to stdout; reasoning, tool activity, warnings and usage to stderr.
 ``--json`` prints one JSON event per line on stdout instead. Exit codes: 0 answered,
-1 the run failed, 2 bad usage or configuration, 3 paused waiting for approval of a tool call
-(``--approve none``; ``harmony-agent resume TRACE --approve CALL_ID`` goes on), 130
-interrupted.
+1 the run failed (for ``replay --check``: or a tool output changed), 2 bad usage or
+configuration, 3 paused waiting for approval of a tool call (``--approve none``;
+``harmony-agent resume TRACE --approve CALL_ID`` goes on), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import importlib.util
-import json
 import os
-import shlex
 import signal
 import sys
 import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.to_thread
-from harmony_agent.engine._spec import ENGINE_ENV, engine_from_spec
-from harmony_agent.engine.base import Engine
-from harmony_agent.tools.base import Tool, Toolset
-from harmony_agent.tools.function import tool as make_tool
+from harmony_agent.engine._spec import ENGINE_ENV
 from rich.console import Console
 
-from ._cli_approval import approver_for, decisions_for, paused, trace_for_pause
-from ._console import EventView, Prices
-from ._hooks import UsageLimits
-from .agent import Agent, RunStream
+from ._cli_batch import cmd_batch, cmd_export
+from ._cli_commands import cmd_chat, cmd_replay, cmd_resume, cmd_run, cmd_trace
+from ._cli_load import load_tools, make_engine
 from .batch import loop_options
 from .errors import ConfigurationError, HarmonyAgentError, UsageLimitExceeded
-from .events import Event, RunFinished, RunPaused, event_to_json
 
 __all__ = ["build_parser", "load_tools", "main", "make_engine"]
 
@@ -47,6 +35,10 @@ _FLAGS = {
     "base_url": "--engine",
     "model": "--model",
     "api_key_env": "--api-key-env",
+    "instructions": "--instructions",
+    "max_turns": "--max-turns",
+    "max_tokens_per_turn": "--max-tokens",
+    "temperature": "--temperature",
 }
 
 #: the CLI option for each UsageLimits figure
@@ -60,14 +52,6 @@ _LIMIT_FLAGS = {
 }
 
 
-def make_engine(
-    spec: str | None, *, model: str | None = None, api_key_env: str | None = None
-) -> Engine:
-    """An engine from ``--engine`` (or ``$HARMONY_AGENT_ENGINE``): ``scripted:FILE``,
-    ``vllm[:MODEL_OR_PATH]`` or ``http(s)://HOST:PORT/v1`` (see ``harmony_agent.engine._spec``)."""
-    return engine_from_spec(spec, model=model, api_key_env=api_key_env)
-
-
 def _with_flags(exc: HarmonyAgentError, *, first_line: bool = False) -> str:
     """The error's message (or its first line), with the options that fix it: library
     messages name settings, not options."""
@@ -78,55 +62,6 @@ def _with_flags(exc: HarmonyAgentError, *, first_line: bool = False) -> str:
     if first_line:
         text = text.splitlines()[0]
     return f"{text} ({', '.join(flags)})" if flags else text
-
-
-def _import_target(target: str) -> Any:
-    if ":" not in target:
-        raise ConfigurationError(
-            f"--tools {target!r}: expected MODULE:ATTR or path/to/file.py:ATTR"
-        )
-    module_name, _, attr = target.rpartition(":")
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.is_file():
-            raise ConfigurationError(f"--tools {target!r}: file {module_name} does not exist")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"--tools {target!r}: cannot import {module_name}: {exc}"
-            ) from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigurationError(
-            f"--tools {target!r}: {module_name} has no attribute {attr!r}"
-        ) from None
-
-
-def load_tools(targets: Sequence[str]) -> list[Tool | Toolset]:
-    """Tools from ``MODULE:ATTR`` specs: a Tool, a Toolset, a plain function, or a list of them."""
-    tools: list[Tool | Toolset] = []
-    for target in targets:
-        value = _import_target(target)
-        items = value if isinstance(value, list | tuple) else [value]
-        for item in items:
-            if isinstance(item, Tool | Toolset):
-                tools.append(item)
-            elif callable(item):
-                tools.append(make_tool(item))
-            else:
-                raise ConfigurationError(
-                    f"--tools {target!r}: {item!r} is neither a tool nor a function"
-                )
-    return tools
 
 
 def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> None:
@@ -319,9 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="re-run a trace's model outputs through the current tools",
         description="Play back the model outputs recorded in TRACE, turn by turn, running the "
-        "current tools on them: a deterministic re-run. Reports tool outputs that changed.",
+        "current tools on them: a deterministic re-run. Shows each tool output that changed as "
+        "a diff (with --json, a last replay_summary line holds them).",
     )
     replay.add_argument("trace", metavar="TRACE", help="the trace file of the run")
+    replay.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a tool output differs from the trace (a CI gate); each change is "
+        "shown as a diff either way",
+    )
     _agent_options(replay, engine=False)
 
     trace = sub.add_parser(
@@ -416,301 +358,14 @@ def _approve_option(
     )
 
 
-def builtin_tools(args: argparse.Namespace) -> list[Toolset]:
-    """The browser and python tools the flags ask for."""
-    tools: list[Toolset] = []
-    if args.browser:
-        from harmony_agent.tools.browser import BrowserTool, LocalSearch, SearxngSearch
-
-        search: LocalSearch | SearxngSearch | None = None
-        if args.search_dir:
-            try:
-                search = LocalSearch(args.search_dir, args.search_base_url)
-            except FileNotFoundError as exc:
-                raise ConfigurationError(f"--search-dir: {exc}") from None
-        elif args.searxng:
-            search = SearxngSearch(args.searxng)
-        tools.append(
-            BrowserTool(
-                search=search,
-                allow_domains=args.allow_domain,
-                allow_private_network=args.allow_private_network,
-            )
-        )
-    if args.python:
-        from harmony_agent.tools.python import PythonTool
-
-        tools.append(PythonTool())
-    return tools
-
-
-def mcp_servers(specs: Sequence[str]) -> list[Toolset]:
-    """``--mcp`` values → MCP toolsets: ``stdio:COMMAND ARGS...`` or an http(s) URL."""
-    servers: list[Toolset] = []
-    for spec in specs:
-        if spec.startswith("stdio:"):
-            from harmony_agent.tools.mcp import MCPServerStdio
-
-            words = shlex.split(spec[len("stdio:") :])
-            if not words:
-                raise ConfigurationError(f"--mcp {spec!r}: name the command, e.g. 'stdio:npx srv'")
-            servers.append(MCPServerStdio(words[0], args=words[1:]))
-        elif spec.startswith(("http://", "https://")):
-            from harmony_agent.tools.mcp import MCPServerStreamableHTTP
-
-            servers.append(MCPServerStreamableHTTP(spec))
-        else:
-            raise ConfigurationError(
-                f"--mcp {spec!r}: expected 'stdio:COMMAND ARGS...' or http://HOST:PORT/mcp"
-            )
-    return servers
-
-
-def _tracer_provider(args: argparse.Namespace) -> Any:
-    if not getattr(args, "otel", False):
-        return None
-    from ._otel import cli_tracer_provider
-
-    return cli_tracer_provider()
-
-
-def _limits(args: argparse.Namespace) -> UsageLimits:
-    return UsageLimits(
-        max_tool_calls=args.max_tool_calls,
-        max_input_tokens=args.max_input_tokens,
-        max_output_tokens=args.max_output_tokens,
-        max_total_tokens=args.max_total_tokens,
-        max_cost_usd=args.max_cost,
-        max_wall_s=args.max_wall,
-        price_input=args.price_input,
-        price_cached=args.price_cached,
-        price_output=args.price_output,
-    )
-
-
-def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
-    mode = getattr(args, "approve_mode", None) or "all"
-    return Agent(
-        args.instructions,
-        tools=[*builtin_tools(args), *load_tools(args.tools), *mcp_servers(args.mcp)],
-        tracer_provider=_tracer_provider(args),
-        engine=engine,
-        reasoning_effort=args.effort,
-        max_turns=args.max_turns,
-        max_tokens_per_turn=args.max_tokens,
-        temperature=args.temperature,
-        usage_limits=_limits(args),
-        needs_approval=mode != "all",
-    )
-
-
-def _view(args: argparse.Namespace, err: Console) -> EventView:
-    return EventView(
-        err,
-        show_reasoning=not args.hide_reasoning,
-        prices=Prices(args.price_input, args.price_cached, args.price_output),
-    )
-
-
-async def _drive(
-    events: AsyncGenerator[Event, None] | RunStream,
-    args: argparse.Namespace,
-    out: Console,
-    view: EventView,
-) -> RunFinished | RunPaused | None:
-    """Show a run's events; returns its RunFinished or RunPaused event (None if neither)."""
-    finished: RunFinished | RunPaused | None = None
-    try:
-        async with contextlib.aclosing(events) as stream:
-            async for event in stream:
-                if args.json:
-                    out.file.write(event_to_json(event) + "\n")
-                    out.file.flush()
-                else:
-                    view.handle(event)
-                if isinstance(event, RunFinished | RunPaused):
-                    finished = event
-    finally:
-        view.stop()
-    if isinstance(finished, RunFinished) and not args.json:
-        view.answer(out, finished.final_text)
-    return finished
-
-
-async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    approver = approver_for(args, err)
-    trace_for_pause(args, err)
-    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
-    async with engine:
-        agent = _agent(args, engine)
-        trace = None
-        if args.trace:
-            from .trace import TraceWriter
-
-            trace = TraceWriter(args.trace, overwrite=args.force)
-        stream = agent.stream(args.task, trace=trace, approver=approver)
-        end = await _drive(stream, args, out, _view(args, err))
-    if isinstance(end, RunPaused):
-        return paused(args, err, end, stream)
-    return 0
-
-
-async def _cmd_chat(args: argparse.Namespace, out: Console, err: Console) -> int:
-    approver = approver_for(args, err)
-    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
-    async with engine:
-        agent = _agent(args, engine)
-        async with agent:  # one connection per MCP server for the whole chat
-            return await _chat_loop(agent, args, out, err, approver)
-
-
-async def _chat_loop(
-    agent: Any, args: argparse.Namespace, out: Console, err: Console, approver: Any
-) -> int:
-    history = None
-    while True:
-        if sys.stdin.isatty():
-            err.print("[bold green]you>[/] ", end="")
-        line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-        message = line.strip()
-        if not message or message in {"exit", "quit"}:
-            return 0
-        view = _view(args, err)
-
-        def show(event: Any, view: EventView = view) -> None:
-            if args.json:
-                out.file.write(event_to_json(event) + "\n")
-                out.file.flush()
-            else:
-                view.handle(event)
-
-        try:
-            history = await agent.run(message, history=history, on_event=show, approver=approver)
-        finally:
-            view.stop()
-        if not args.json:
-            view.answer(out, history.final_text)
-
-
-async def _cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from .trace import load_trace
-
-    state = load_trace(args.trace).resume_state()
-    decisions = decisions_for(args, state.pending)
-    if args.approve_mode is None:  # a run that paused keeps pausing; others run their calls
-        args.approve_mode = "none" if state.pending else "all"
-    approver = approver_for(args, err)
-    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
-    async with engine:
-        agent = _agent(args, engine)
-        if not args.json:
-            err.print(
-                f"[dim]resuming run {state.run_id} at turn {state.next_turn} "
-                f"({len(state.tool_calls)} tool calls done)[/]"
-            )
-        stream = agent.resume_stream(state, approve=decisions, trace=args.trace, approver=approver)
-        end = await _drive(stream, args, out, _view(args, err))
-    if isinstance(end, RunPaused):
-        return paused(args, err, end, stream)
-    return 0
-
-
-async def _cmd_replay(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from .replay import Replay
-
-    replay = Replay(args.trace)
-    agent = _agent(args, replay.engine)
-    await _drive(replay.stream(agent), args, out, _view(args, err))
-    if not args.json:
-        err.print(
-            f"[dim]replayed {len(replay.replayed)} tool calls; {len(replay.changes)} outputs "
-            "differ from the trace[/]"
-        )
-    return 0
-
-
-async def _cmd_trace(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from .report import render_report
-    from .trace import load_trace
-
-    trace = load_trace(args.trace)
-    target = Path(args.output) if args.output else Path(args.trace).with_suffix(".html")
-    page = render_report(trace)
-    await anyio.Path(target).write_text(page, encoding="utf-8")
-    out.file.write(f"{target}\n")
-    return 0
-
-
-def batch_agent(args: argparse.Namespace) -> Any:
-    """The agent of one batch worker (a module-level function: worker processes and Ray
-    actors build theirs with it from the parsed options)."""
-    engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
-    return _agent(args, engine)
-
-
-async def _cmd_batch(args: argparse.Namespace, out: Console, err: Console) -> int:
-    import functools
-
-    from .batch import run_batch
-
-    summary = await run_batch(
-        args.tasks,
-        functools.partial(batch_agent, args),
-        args.output,
-        concurrency=args.concurrency,
-        workers=args.workers,
-        traces_dir=args.traces,
-        retry_failed=args.retry_failed,
-        progress=not args.json,
-        ray_address=False if args.ray is None else (args.ray or None),
-    )
-    for bad in summary.bad_lines:
-        err.print(f"[yellow]{args.tasks}: {bad} (skipped)[/]", highlight=False)
-    if args.json:
-        record = {
-            "total": summary.total,
-            "ok": summary.ok,
-            "failed": summary.failed,
-            "skipped": summary.skipped,
-            "bad_lines": [{"line": b.line, "reason": b.reason} for b in summary.bad_lines],
-            "seconds": round(summary.seconds, 3),
-        }
-        out.file.write(json.dumps(record) + "\n")
-    else:
-        err.print(
-            f"{summary.ok} answered, {summary.failed} failed, {summary.skipped} already done, "
-            f"{len(summary.bad_lines)} bad lines in {summary.seconds:.1f} s "
-            f"({summary.tasks_per_s:.2f} tasks/s) -> {args.output}",
-            highlight=False,
-        )
-    return 0 if summary.failed == 0 and not summary.bad_lines else 1
-
-
-async def _cmd_export(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from .export import export
-
-    report = await anyio.to_thread.run_sync(
-        lambda: export(
-            args.traces, args.format, args.output, include_unfinished=args.include_unfinished
-        )
-    )
-    for reason in report.left_out:
-        err.print(f"[yellow]left out: {reason}[/]", highlight=False)
-    err.print(
-        f"{report.written} runs -> {args.output} ({len(report.left_out)} left out)",
-        highlight=False,
-    )
-    return 0 if not report.left_out else 1
-
-
 _COMMANDS = {
-    "batch": _cmd_batch,
-    "export": _cmd_export,
-    "run": _cmd_run,
-    "chat": _cmd_chat,
-    "resume": _cmd_resume,
-    "replay": _cmd_replay,
-    "trace": _cmd_trace,
+    "run": cmd_run,
+    "chat": cmd_chat,
+    "resume": cmd_resume,
+    "replay": cmd_replay,
+    "trace": cmd_trace,
+    "batch": cmd_batch,
+    "export": cmd_export,
 }
 
 

@@ -32,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
@@ -54,12 +55,87 @@ __all__ = ["OutputChange", "Replay", "ReplayOutcome", "compare_tool_results"]
 
 @dataclass(frozen=True, slots=True)
 class OutputChange:
-    """A tool call whose output differs from the recorded one (calls matched in order)."""
+    """A tool call whose output differs from the recorded one (calls matched in order).
+
+    ``index`` counts the run's tool calls from 0; ``call_id`` and ``turn`` (0-based, as in
+    events) are the recorded call's; ``ok`` and ``replayed_ok`` say whether each side was a
+    success. :meth:`diff` shows how the output changed.
+    """
 
     index: int
     recipient: str
     recorded: str
     replayed: str
+    call_id: str = ""
+    turn: int = -1
+    ok: bool = True
+    replayed_ok: bool = True
+
+    def diff(self, *, context: int = 3, max_lines: int = 40, width: int = 160) -> str:
+        """A unified diff of the recorded output (``-``) against the replayed one (``+``),
+        trimmed: at most ``max_lines`` lines of diff, each at most ``width`` characters
+        (a long line is shown around where it first differs)."""
+        old, new = self.recorded.splitlines(), self.replayed.splitlines()
+        where = f"call {self.index} ({self.recipient}, turn {self.turn}"
+        where += f", id {self.call_id})" if self.call_id else ")"
+        lines = list(
+            difflib.unified_diff(
+                old or [""],
+                new or [""],
+                fromfile=f"recorded {where}",
+                tofile="replayed",
+                n=context,
+                lineterm="",
+            )
+        )
+        if old == new:  # only the status or trailing newlines differ
+            lines += [f"  (the text is the same; ok {self.ok} -> {self.replayed_ok})"]
+        focus = _first_difference(self.recorded, self.replayed)
+        shown = [_clip(line, width, _column(line, focus, old, new)) for line in lines]
+        if len(shown) > max_lines:
+            left = len(shown) - max_lines
+            shown = [*shown[:max_lines], f"… ({left} more diff lines)"]
+        return "\n".join(shown)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The change as JSON (the outputs whole, and the trimmed diff)."""
+        return {
+            "index": self.index,
+            "call_id": self.call_id,
+            "turn": self.turn,
+            "recipient": self.recipient,
+            "recorded": self.recorded,
+            "replayed": self.replayed,
+            "ok": self.ok,
+            "replayed_ok": self.replayed_ok,
+            "diff": self.diff(),
+        }
+
+
+def _first_difference(a: str, b: str) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def _column(line: str, focus: int, old: list[str], new: list[str]) -> int:
+    """Where in a diff line the outputs first differ, when that line holds it (one-line
+    outputs, the usual case for JSON), else 0."""
+    if len(old) <= 1 and len(new) <= 1 and line[:1] in "-+" and not line.startswith(("---", "+++")):
+        return focus
+    return 0
+
+
+def _clip(line: str, width: int, focus: int) -> str:
+    if len(line) <= width:
+        return line
+    mark, body = line[:1], line[1:]
+    start = max(0, min(focus - width // 3, len(body) - width))
+    piece = body[start : start + width]
+    head = "…" if start > 0 else ""
+    tail = f"… ({len(body)} chars)" if start + width < len(body) else ""
+    return f"{mark}{head}{piece}{tail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +147,37 @@ class ReplayOutcome:
     replayed: list[ToolResultEvent]
     changes: list[OutputChange] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON summary: how many calls were replayed and each change with its diff."""
+        return {
+            "type": "replay_summary",
+            "finished": self.result is not None,
+            "recorded_calls": len(self.recorded),
+            "replayed_calls": len(self.replayed),
+            "changed": len(self.changes),
+            "changes": [change.to_dict() for change in self.changes],
+        }
+
 
 def compare_tool_results(
     recorded: Sequence[ToolResultEvent], replayed: Sequence[ToolResultEvent]
 ) -> list[OutputChange]:
-    """The calls, matched in order, whose output text differs (extra calls on either side
-    are not compared: the run itself fails when the replay asks for an unrecorded turn)."""
+    """The calls, matched in order, whose output text (or success) differs (extra calls on
+    either side are not compared: the run itself fails when the replay asks for an
+    unrecorded turn)."""
     return [
-        OutputChange(i, now.recipient, then.output, now.output)
+        OutputChange(
+            i,
+            now.recipient,
+            then.output,
+            now.output,
+            call_id=then.call_id,
+            turn=then.turn,
+            ok=then.ok,
+            replayed_ok=now.ok,
+        )
         for i, (then, now) in enumerate(zip(recorded, replayed, strict=False))
-        if then.output != now.output
+        if then.output != now.output or then.ok != now.ok
     ]
 
 

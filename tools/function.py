@@ -150,11 +150,14 @@ class FunctionTool(Tool):
             (only, (annotation, _)) = next(iter(fields.items()))
             if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
                 single = only
-        if single is not None:
-            model = fields[single][0]
-        else:
-            model = pydantic.create_model(f"{fn.__name__}_arguments", **fields)  # type: ignore[call-overload]
-        schema = model.model_json_schema()
+        try:
+            if single is not None:
+                model = fields[single][0]
+            else:
+                model = pydantic.create_model(f"{fn.__name__}_arguments", **fields)  # type: ignore[call-overload]
+            schema = model.model_json_schema()
+        except pydantic.PydanticUserError:
+            raise _schema_error(fn, fields) from None
         schema.setdefault("properties", {})
         return cls(
             fn,
@@ -212,6 +215,25 @@ def _parameter_hints(fn: Callable[..., Any], sig: inspect.Signature) -> dict[str
             f"@tool cannot resolve the type of a parameter of {fn.__name__}: {exc}. Define the "
             "types a tool uses at module level (string annotations are resolved there)."
         ) from None
+
+
+def _schema_error(fn: Callable[..., Any], fields: dict[str, Any]) -> ConfigurationError:
+    """Which parameter's type cannot become a JSON schema (the first, tried one by one)."""
+    for pname, (annotation, info) in fields.items():
+        try:
+            pydantic.create_model("probe", **{pname: (annotation, info)}).model_json_schema()  # type: ignore[call-overload]
+        except pydantic.PydanticUserError:
+            shown = getattr(annotation, "__name__", None) or repr(annotation)
+            return ConfigurationError(
+                f"@tool {fn.__name__}: the type of parameter {pname!r} ({shown}) cannot become a "
+                "JSON schema, which the model needs to call the tool; use JSON-like types (str, "
+                "int, float, bool, list, dict, Literal, an Enum, a pydantic model, a dataclass "
+                "or TypedDict of those), or pass the schema yourself with @tool(parameters={...})"
+            )
+    return ConfigurationError(
+        f"@tool {fn.__name__}: its parameters cannot become a JSON schema; pass the schema "
+        "yourself with @tool(parameters={...})"
+    )
 
 
 def _field_required(model: type[pydantic.BaseModel], key: str) -> bool:
