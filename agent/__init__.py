@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
 
 from . import errors, events
+from ._context import Compaction
 from ._otel import instrument, uninstrument
 from .agent import Agent
 from .errors import HarmonyAgentError
@@ -46,6 +47,7 @@ def __getattr__(name: str):  # MCP toolsets load on first use
 
 __all__ = [
     "Agent",
+    "Compaction",
     "Event",
     "FunctionTool",
     "HarmonyAgentError",

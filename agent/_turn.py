@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
     "CallTool",
     "Finish",
+    "ForceFinal",
     "NextStep",
     "Resample",
     "Sampled",
@@ -53,6 +54,9 @@ class Sampled:
     messages: list[Message]
     finish_reason: FinishReason
     parse_error: str | None
+    #: analysis tokens of this request, and whether it was ended at max_reasoning_tokens
+    reasoning_tokens: int = 0
+    reasoning_cut: bool = False
 
 
 # --- what happens next: the values `Run.decide` returns -----------------------------------
@@ -81,7 +85,16 @@ class Finish:
     sampled: Sampled
 
 
-NextStep = Resample | CallTool | Finish
+@dataclass(frozen=True, slots=True)
+class ForceFinal:
+    """The turn was cut while reasoning (``reason``: the budget it reached): close the analysis,
+    open the final channel with ids the model did not sample, and let it continue."""
+
+    sampled: Sampled
+    reason: str
+
+
+NextStep = Resample | CallTool | ForceFinal | Finish
 
 
 def request_for(

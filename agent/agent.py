@@ -50,6 +50,7 @@ from harmony_agent.tools.base import RunContext, Tool, Toolset
 from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
+from ._context import DEFAULT_WARNINGS, Compaction
 from ._encoding import load_encoding
 from ._registry import ToolRegistry
 from ._run import Run
@@ -77,6 +78,14 @@ class Agent:
         model_identity, knowledge_cutoff, conversation_start_date: system message fields;
             the date defaults to today.
         context_window: tokens the model can attend to (default: the engine's, else 131,072).
+        compaction: how the run compacts its context when it fills (:class:`Compaction`);
+            default: ``Compaction()`` when the agent has tools, none otherwise; ``False``
+            turns it off (a full context then ends the run with ``ContextOverflowError``).
+        max_reasoning_tokens: reasoning (analysis) tokens one turn may write; at the limit
+            the runtime closes the analysis and opens the final channel for the model to
+            answer in (also when ``max_tokens_per_turn`` is hit while reasoning). ``None``:
+            no limit. A run may set its own (``agent.run(task, max_reasoning_tokens=...)``).
+        context_warnings: fractions of the window at which a run warns, once each.
         files_dir: where tools put files (screenshots, sandbox outputs); a temporary
             directory per run when None.
         tracer_provider: an OpenTelemetry ``TracerProvider`` to record runs to (GenAI
@@ -106,6 +115,9 @@ class Agent:
         knowledge_cutoff: str | None = "2024-06",
         conversation_start_date: str | None = None,
         context_window: int | None = None,
+        compaction: Compaction | bool | None = None,
+        max_reasoning_tokens: int | None = None,
+        context_warnings: Sequence[float] = DEFAULT_WARNINGS,
         files_dir: str | Path | None = None,
         tracer_provider: Any = None,
         trace_content: bool | None = None,
@@ -138,6 +150,9 @@ class Agent:
         self.top_p = top_p
         self.seed = seed
         self.context_window = context_window
+        self.compaction = _compaction(compaction, bool(self.registry.tools))
+        self.max_reasoning_tokens = _positive("max_reasoning_tokens", max_reasoning_tokens)
+        self.context_warnings = _fractions(context_warnings)
         self.files_dir = Path(files_dir) if files_dir is not None else None
         self.encoding = load_encoding()
         self._prefix: list[int] | None = None
@@ -238,6 +253,7 @@ class Agent:
         history: RunResult | None = None,
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Run and yield events as they happen; the last is ``RunFinished`` or ``ErrorEvent``.
 
@@ -245,7 +261,7 @@ class Agent:
         (``async with contextlib.aclosing(agent.stream(task)) as events``) to stop early; the
         engine request is aborted and the run's tools are closed.
         """
-        return Run(self, task, history, deps, recorder=_recorder(trace)).events()
+        return self._run(task, history, deps, trace, max_reasoning_tokens).events()
 
     async def run(
         self,
@@ -255,6 +271,7 @@ class Agent:
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
         on_event: Callable[[Event], Any] | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> RunResult:
         """Run ``task`` to its final answer.
 
@@ -263,10 +280,24 @@ class Agent:
         tools as ``ctx.deps``. ``trace``: a file to write the run to as JSON lines, one record
         per event and per step, fsynced per step (see :mod:`harmony_agent.trace`).
         ``on_event``: called with every event as it happens (sync or async), e.g. to show
-        progress while still getting the whole result.
+        progress while still getting the whole result. ``max_reasoning_tokens``: this run's
+        reasoning budget per turn (default: the agent's).
         """
-        run = Run(self, task, history, deps, recorder=_recorder(trace))
+        run = self._run(task, history, deps, trace, max_reasoning_tokens)
         return await _finish(run, on_event)
+
+    def _run(
+        self,
+        task: str,
+        history: RunResult | None,
+        deps: Any,
+        trace: str | Path | Recorder | None,
+        max_reasoning_tokens: int | None,
+    ) -> Run:
+        budget = _positive("max_reasoning_tokens", max_reasoning_tokens)
+        return Run(
+            self, task, history, deps, recorder=_recorder(trace), max_reasoning_tokens=budget
+        )
 
     def run_sync(
         self,
@@ -275,9 +306,18 @@ class Agent:
         history: RunResult | None = None,
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code (starts its own event loop)."""
-        return anyio.run(lambda: self.run(task, history=history, deps=deps, trace=trace))
+        return anyio.run(
+            lambda: self.run(
+                task,
+                history=history,
+                deps=deps,
+                trace=trace,
+                max_reasoning_tokens=max_reasoning_tokens,
+            )
+        )
 
     def resume_stream(
         self, state: RunState, *, deps: Any = None, trace: str | Path | Recorder | None = None
@@ -327,3 +367,32 @@ def _recorder(trace: str | Path | Recorder | None) -> Recorder | None:
     if trace is None or not isinstance(trace, str | Path):
         return trace
     return TraceWriter(trace)
+
+
+def _compaction(value: Compaction | bool | None, has_tools: bool) -> Compaction | None:
+    if value is None:
+        return Compaction() if has_tools else None
+    if value is True:
+        return Compaction()
+    if value is False:
+        return None
+    if not isinstance(value, Compaction):
+        raise ConfigurationError(
+            f"compaction must be a Compaction policy, True or False, got {value!r:.80}"
+        )
+    return value
+
+
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"{name} must be a positive number of tokens, got {value!r}")
+    return value
+
+
+def _fractions(values: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(values)
+    if not all(isinstance(v, int | float) and 0 < v <= 1 for v in out):
+        raise ConfigurationError(
+            f"context_warnings are fractions of the window in (0, 1], e.g. (0.75, 0.9); got {out!r}"
+        )
+    return tuple(sorted(out))

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "Compacted",
     "ErrorEvent",
     "Event",
+    "ForcedTokens",
     "PreambleDelta",
     "ReasoningDelta",
     "RunFinished",
@@ -126,7 +128,44 @@ class TurnFinished:
     cached_prompt_tokens: int | None
     duration_s: float
     output_ids: tuple[int, ...] = ()
+    #: how full the context was after this turn (its prompt plus output) and the window
+    context_tokens: int = 0
+    context_window: int = 0
     type: Literal["turn_finished"] = "turn_finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compacted:
+    """The context was compacted before ``turn``: the one deliberate break of the prefix.
+
+    ``removed`` lists what went (``"reasoning (312)"``, ``"browser.open output (1,043)"``).
+    """
+
+    run_id: str
+    turn: int
+    tokens_before: int
+    tokens_after: int
+    context_window: int
+    dropped_reasoning: int = 0
+    stubbed_outputs: int = 0
+    summarized: bool = False
+    removed: tuple[str, ...] = ()
+    type: Literal["compacted"] = "compacted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForcedTokens:
+    """The runtime appended ids the model did not sample (``token_ids``, ``text``): after a
+    turn's reasoning reached ``max_reasoning_tokens`` or ``max_tokens_per_turn``
+    (``reason``), the analysis is closed and the final channel opened for the model."""
+
+    run_id: str
+    turn: int
+    reason: str
+    token_ids: tuple[int, ...]
+    text: str
+    reasoning_tokens: int = 0
+    type: Literal["forced_tokens"] = "forced_tokens"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,6 +208,8 @@ Event = (
     | ToolCallEvent
     | ToolResultEvent
     | TurnFinished
+    | Compacted
+    | ForcedTokens
     | RunFinished
     | WarningEvent
     | ErrorEvent
