@@ -307,10 +307,10 @@ def plan_compaction(
         seg = segs[i]
         if not seg.is_tool or seg.tokens < policy.min_stub_tokens:
             continue
-        output = encoding.decode(_content(ids, seg))
-        text = stub_text(seg.author, output, seg.tokens)
+        content = _content(ids, seg)
+        text = stub_text(seg.author, encoding.decode(content), seg.tokens)
         stub[i] = text
-        after -= seg.tokens - len(encode_text(encoding, text)) - 8  # the header stays
+        after -= len(content) - len(encode_text(encoding, text))  # the header stays
     return CompactionPlan(drop=drop, stub=stub, tokens_before=size, tokens_after=after)
 
 

@@ -253,9 +253,10 @@ class Run:
         goal = int(policy.target * window)
 
         def plan() -> cx.CompactionPlan:
-            # one large step: keep fewer recent turns verbatim until the target is reached
+            # one large step: keep fewer recent turns verbatim until the target is reached,
+            # but the newest tool result always (the model has not read it yet)
             best = cx.plan_compaction(self.agent.encoding, ids, policy, window)
-            for keep in range(policy.keep_recent - 1, -1, -1):
+            for keep in range(policy.keep_recent - 1, min(policy.keep_recent, 1) - 1, -1):
                 if best.tokens_after <= goal:
                     break
                 best = cx.plan_compaction(
@@ -329,7 +330,7 @@ class Run:
         )
         raise ContextOverflowError(
             f"the prompt is {len(prompt)} tokens and the context window {window}, {how}: "
-            "no room left to answer. It holds: {cx.describe_filled(parts)}. Start a "
+            f"no room left to answer. It holds: {cx.describe_filled(parts)}. Start a "
             "new run, shorten the tools' outputs, lower keep_recent or summarize in the "
             "Compaction policy, or raise context_window if the model allows it.",
             filled=parts,
