@@ -15,8 +15,10 @@ from rich.text import Text
 
 from ._controls import strip_controls
 from .events import (
+    Compacted,
     ErrorEvent,
     Event,
+    ForcedTokens,
     PreambleDelta,
     ReasoningDelta,
     RunFinished,
@@ -104,6 +106,21 @@ class EventView:
                 self._break()
                 self.console.print(
                     Text(f"warning: {strip_controls(event.message)}", style="yellow")
+                )
+            case Compacted():
+                self._break()
+                self.console.print(
+                    Text(
+                        f"context compacted: {event.tokens_before:,} → {event.tokens_after:,} "
+                        f"of {event.context_window:,} tokens ({event.dropped_reasoning} "
+                        f"reasonings dropped, {event.stubbed_outputs} tool outputs stubbed)",
+                        style="magenta",
+                    )
+                )
+            case ForcedTokens():
+                self._break()
+                self.console.print(
+                    Text(f"{event.reason} reached: the model is made to answer", style="magenta")
                 )
             case ErrorEvent():
                 self.stop()  # the CLI prints the one-line reason itself
