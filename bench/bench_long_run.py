@@ -80,6 +80,10 @@ class Measured(FunctionEngine):
         self.total = 0
         self.largest = 0
         self.turns = 0
+        self._prefix = 0
+
+    def _cached(self, prompt: list[int]) -> int:
+        return self._prefix  # the double's own count compares with every earlier prompt
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         prompt = list(request.prompt_ids)
@@ -91,12 +95,12 @@ class Measured(FunctionEngine):
         if self.turns:  # the first prompt has no previous one
             self.shared += n
             self.total += len(prompt)
-        self.previous, self.largest, self.turns = (
-            prompt,
-            max(self.largest, len(prompt)),
-            self.turns + 1,
-        )
-        self.requests.clear()  # the double's own cache count would compare with every prompt
+        self.previous = prompt
+        self.largest = max(self.largest, len(prompt))
+        self.turns += 1
+        self._prefix = n
+        if self.requests:  # keep the count (the policy's turn number), not every prompt
+            self.requests[-1] = []
         async for chunk in super().generate(request):
             yield chunk
 
