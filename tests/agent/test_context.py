@@ -306,3 +306,33 @@ def test_filled_counts_every_kind_of_message():
     assert sum(parts.values()) == len(result.prompt_ids)
     assert {"system and developer messages", "user messages", "reasoning"} <= set(parts)
     assert parts["tool output: functions.page"] > parts["tool calls and answers"]
+
+
+def test_a_run_resumes_after_forced_tokens_and_the_report_shows_them(tmp_path):
+    from harmony_agent.report import render_report
+
+    path = tmp_path / "run.jsonl"
+    agent = Agent(
+        engine=ScriptedEngine([LONG_THOUGHT]),
+        conversation_start_date="2026-01-01",
+        max_reasoning_tokens=30,
+    )
+    with pytest.raises(Exception, match="no reply left"):  # the process "dies" after turn 0
+        agent.run_sync("Think.", trace=path)
+    state = load_trace(path).resume_state()
+    assert state.next_turn == 1 and state.prompt_ids[-1] == MESSAGE
+    later = Agent(
+        engine=ScriptedEngine(["Resumed answer.<|return|>"]), conversation_start_date="2026-01-01"
+    )
+    result = anyio.run(lambda: later.resume(state, trace=path))
+    assert result.final_text == "Resumed answer."
+    page = render_report(load_trace(path))
+    assert "max_reasoning_tokens reached: the runtime appended" in page and "not sampled" in page
+
+
+def test_the_report_shows_compactions(tmp_path):
+    from harmony_agent.report import render_report
+
+    path = tmp_path / "run.jsonl"
+    agent_for(FunctionEngine(policy(12))).run_sync("Read it all.", trace=path)
+    assert "context compacted before this turn" in render_report(load_trace(path))
