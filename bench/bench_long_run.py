@@ -170,7 +170,8 @@ def run(quick: bool = False) -> list[Figure]:
         server.server_close()
         thread.join()
     figures = []
-    for name, r in runs.items():
+    for kind, r in runs.items():
+        name = f"long run ({kind})"
         note = "answered" if r["answered"] else "ContextOverflowError"
         figures += [
             Figure(name, "turns completed", r["turns"], "turns", f"{turns + 1} (answer)", note),
@@ -181,7 +182,7 @@ def run(quick: bool = False) -> list[Figure]:
                 "prompt tokens that were a prefix of the previous prompt",
                 r["share"] * 100,
                 "%",
-                ">= 95" if name == "compaction" else "",
+                ">= 95" if kind == "compaction" else "",
                 "what a prefix cache can reuse",
             ),
             Figure(name, "failed tool calls", r["failed_calls"], "", "0", ""),
