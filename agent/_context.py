@@ -1,6 +1,7 @@
 """The context budget of a run: how full the window is, compaction, and the reasoning budget.
 
-Pure functions over token ids and messages; the run's steps (``_run``) call them and do the I/O.
+Functions over token ids and messages, pure but for :func:`call_summarizer` (which runs a
+user's summariser); the run's steps (``_run``) call them and do the I/O.
 
 **Budget.** Every turn reports its context (prompt + output tokens) against the window, and a
 warning is raised once per threshold (:data:`DEFAULT_WARNINGS`).
@@ -32,16 +33,19 @@ model continues from there. Those ids are the runtime's, not sampled: the trace 
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 from openai_harmony import Message, Role
 
 from ._encoding import encode_text
 from ._harmony import assistant_start_ids
 from ._tokens import CALL, CHANNEL, CONSTRAIN, END, MESSAGE, RETURN, START
+from .errors import ConfigurationError, ContextOverflowError
 
 __all__ = [
     "DEFAULT_WARNINGS",
@@ -51,15 +55,20 @@ __all__ = [
     "Segment",
     "Summarizer",
     "apply_plan",
+    "call_summarizer",
     "continuation",
     "crossed",
+    "cut_while_reasoning",
     "describe_filled",
     "filled",
     "forced_final_ids",
+    "overflow_error",
     "plan_compaction",
+    "plan_to_target",
     "segments",
     "stub_text",
     "summary_messages",
+    "warning_text",
 ]
 
 #: Fractions of the window at which a run warns, once each.
@@ -107,8 +116,6 @@ class Compaction:
     summarize: Summarizer | None = None
 
     def __post_init__(self) -> None:
-        from .errors import ConfigurationError
-
         if not 0 < self.target <= self.trigger <= 1:
             raise ConfigurationError(
                 f"Compaction needs 0 < target <= trigger <= 1, got target={self.target} and "
@@ -314,6 +321,20 @@ def plan_compaction(
     return CompactionPlan(drop=drop, stub=stub, tokens_before=size, tokens_after=after)
 
 
+def plan_to_target(
+    encoding: Any, ids: Sequence[int], policy: Compaction, window: int
+) -> CompactionPlan:
+    """The plan of one large step: keep fewer recent turns verbatim until the target is
+    reached, but the newest tool result always (the model has not read it yet)."""
+    goal = int(policy.target * window)
+    best = plan_compaction(encoding, ids, policy, window)
+    for keep in range(policy.keep_recent - 1, min(policy.keep_recent, 1) - 1, -1):
+        if best.tokens_after <= goal:
+            break
+        best = plan_compaction(encoding, ids, policy, window, keep_recent=keep)
+    return best
+
+
 def _content(ids: Sequence[int], seg: Segment) -> list[int]:
     """The content ids of a segment (between ``<|message|>`` and its terminator)."""
     body = ids[seg.start : seg.end]
@@ -446,6 +467,33 @@ def summary_messages(
     return [m for m in messages[index(lo) : index(hi - 1) + 1] if m.author.role != Role.USER]
 
 
+async def call_summarizer(summarize: Summarizer, messages: list[Message]) -> str:
+    """The summary text from a user's callable: awaited when async, else run in a worker
+    thread (it may make a model call of its own)."""
+    if inspect.iscoroutinefunction(summarize):
+        text = await summarize(messages)
+    else:
+        text = await anyio.to_thread.run_sync(summarize, messages)
+        if inspect.isawaitable(text):
+            text = await text
+    if not isinstance(text, str):
+        raise ConfigurationError(
+            f"Compaction(summarize=...) must return the summary text (a str), got "
+            f"{type(text).__name__}"
+        )
+    return text
+
+
+def cut_while_reasoning(sampled: Any, last: Message | None) -> bool:
+    """A turn that stopped on a token limit stopped inside its analysis, before any answer or
+    call (``sampled`` is the turn's ``Sampled``)."""
+    if sampled.reasoning_cut:
+        return True
+    if last is None or last.channel != "analysis" or last.recipient:
+        return False
+    return not any(m.channel == "final" for m in sampled.messages)
+
+
 def continuation(encoding: Any, prompt: Sequence[int]) -> list[int]:
     """The ids after the prompt's last ``<|start|>assistant``: empty normally, the forced
     ``<|channel|>final<|message|>`` when the model continues an answer the runtime opened."""
@@ -464,6 +512,32 @@ def forced_final_ids(encoding: Any, output: Sequence[int]) -> list[int]:
     close = [] if output and output[-1] == END else [END]
     final = encoding.encode("final", disallowed_special=())
     return [*close, *assistant_start_ids(encoding), CHANNEL, *final, MESSAGE]
+
+
+def overflow_error(
+    encoding: Any, prompt: Sequence[int], window: int, how: str
+) -> ContextOverflowError:
+    """The error for a prompt that leaves no room to answer, saying what fills it."""
+    parts = filled(encoding, prompt)
+    return ContextOverflowError(
+        f"the prompt is {len(prompt)} tokens and the context window {window}, {how}: "
+        f"no room left to answer. It holds: {describe_filled(parts)}. Start a new run, "
+        "shorten the tools' outputs, lower keep_recent or summarize in the Compaction "
+        "policy, or raise context_window if the model allows it.",
+        filled=parts,
+    )
+
+
+def warning_text(tokens: int, window: int, threshold: float, policy: Compaction | None) -> str:
+    then = (
+        "the run compacts it at the policy's limit"
+        if policy is not None
+        else "compaction is off: the run ends when it is full"
+    )
+    return (
+        f"context {tokens / window:.0%} full ({tokens:,} of {window:,} tokens, past the "
+        f"{threshold:.0%} warning); {then}"
+    )
 
 
 def crossed(thresholds: Sequence[float], warned: set[float], fill: float) -> list[float]:

@@ -20,7 +20,6 @@ and one ``case`` in :meth:`Run._turns`; the type checker flags a ``NextStep`` wi
 
 from __future__ import annotations
 
-import inspect
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -55,8 +54,6 @@ from ._turn import (
     visible_event,
 )
 from .errors import (
-    ConfigurationError,
-    ContextOverflowError,
     EngineError,
     HarmonyAgentError,
     MaxTurnsError,
@@ -250,22 +247,10 @@ class Run:
         if len(self.transcript) <= policy.limit(window, self.agent.max_tokens_per_turn):
             return None
         ids = self.transcript.view().tolist()
-        goal = int(policy.target * window)
-
-        def plan() -> cx.CompactionPlan:
-            # one large step: keep fewer recent turns verbatim until the target is reached,
-            # but the newest tool result always (the model has not read it yet)
-            best = cx.plan_compaction(self.agent.encoding, ids, policy, window)
-            for keep in range(policy.keep_recent - 1, min(policy.keep_recent, 1) - 1, -1):
-                if best.tokens_after <= goal:
-                    break
-                best = cx.plan_compaction(
-                    self.agent.encoding, ids, policy, window, keep_recent=keep
-                )
-            return best
-
-        chosen = await anyio.to_thread.run_sync(plan)
-        return None if chosen.empty else Compact(chosen)
+        plan = await anyio.to_thread.run_sync(
+            cx.plan_to_target, self.agent.encoding, ids, policy, window
+        )
+        return None if plan.empty else Compact(plan)
 
     async def compact(self, step: Compact) -> Steps:
         """Replace the transcript and the messages by their compacted form (rendered once;
@@ -301,18 +286,7 @@ class Run:
         if summarize is None:
             raise RuntimeError("a summary plan without a summarize callable")
         old = cx.summary_messages(self.agent.encoding, ids, self.messages, plan)
-        if inspect.iscoroutinefunction(summarize):
-            text = await summarize(old)
-        else:  # may block (a model call of its own): off the event loop
-            text = await anyio.to_thread.run_sync(summarize, old)
-            if inspect.isawaitable(text):
-                text = await text
-        if not isinstance(text, str):
-            raise ConfigurationError(
-                f"Compaction(summarize=...) must return the summary text (a str), got "
-                f"{type(text).__name__}"
-            )
-        return text
+        return await cx.call_summarizer(summarize, old)
 
     def _check_room(self, prompt: Sequence[int]) -> None:
         """:class:`ContextOverflowError`, saying what filled the context, when the prompt
@@ -320,7 +294,6 @@ class Run:
         window = self.window
         if window - len(prompt) >= _MIN_ROOM:
             return
-        parts = cx.filled(self.agent.encoding, prompt)
         how = (
             "even after compaction"
             if self.compactions
@@ -328,13 +301,7 @@ class Run:
             if self.agent.compaction is None
             else "and compaction found nothing more to remove"
         )
-        raise ContextOverflowError(
-            f"the prompt is {len(prompt)} tokens and the context window {window}, {how}: "
-            f"no room left to answer. It holds: {cx.describe_filled(parts)}. Start a "
-            "new run, shorten the tools' outputs, lower keep_recent or summarize in the "
-            "Compaction policy, or raise context_window if the model allows it.",
-            filled=parts,
-        )
+        raise cx.overflow_error(self.agent.encoding, prompt, window, how)
 
     # --- sample: one engine request, parsed as it streams --------------------------------
 
@@ -405,19 +372,8 @@ class Run:
         out = []
         for threshold in cx.crossed(self.agent.context_warnings, self.warned, tokens / window):
             self.warned.add(threshold)
-            then = (
-                "the run compacts it at the policy's limit"
-                if self.agent.compaction is not None
-                else "compaction is off: the run ends when it is full"
-            )
-            out.append(
-                WarningEvent(
-                    run_id=self.run_id,
-                    turn=self.turn,
-                    message=f"context {tokens / window:.0%} full ({tokens:,} of {window:,} "
-                    f"tokens, past the {threshold:.0%} warning); {then}",
-                )
-            )
+            message = cx.warning_text(tokens, window, threshold, self.agent.compaction)
+            out.append(WarningEvent(run_id=self.run_id, turn=self.turn, message=message))
         return out
 
     def _count(
@@ -461,7 +417,7 @@ class Run:
         if sampled.parse_error is not None:
             return Resample(sampled.parse_error)
         last = sampled.messages[-1] if sampled.messages else None
-        if sampled.finish_reason == "length" and _cut_while_reasoning(sampled, last):
+        if sampled.finish_reason == "length" and cx.cut_while_reasoning(sampled, last):
             reason = "max_reasoning_tokens" if sampled.reasoning_cut else "max_tokens_per_turn"
             return ForceFinal(sampled, reason)
         if (
@@ -626,12 +582,3 @@ class Run:
             cached_prompt_tokens=self.usage.cached_prompt_tokens,
             output_tokens=self.usage.output_tokens,
         )
-
-
-def _cut_while_reasoning(sampled: Sampled, last: Message | None) -> bool:
-    """The turn stopped on a token limit inside its analysis, before any answer or call."""
-    if sampled.reasoning_cut:
-        return True
-    if last is None or last.channel != "analysis" or last.recipient:
-        return False
-    return not any(m.channel == "final" for m in sampled.messages)
