@@ -336,3 +336,13 @@ def test_the_report_shows_compactions(tmp_path):
     path = tmp_path / "run.jsonl"
     agent_for(FunctionEngine(policy(12))).run_sync("Read it all.", trace=path)
     assert "context compacted before this turn" in render_report(load_trace(path))
+
+
+def test_the_compaction_docstring_example_runs():
+    import inspect
+    import textwrap
+
+    doc = inspect.getdoc(Compaction) or ""
+    example = textwrap.dedent(doc.split("Example::", 1)[1])
+    assert "Compaction(" in example
+    exec(compile(example, "Compaction.__doc__", "exec"), {})
