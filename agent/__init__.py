@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from harmony_agent.tools import FunctionTool, RunContext, Tool, Toolset, tool
 
 from . import errors, events
+from ._context import Compaction
 from ._hooks import Deny, Hooks, ReplaceArguments, StopRun, TurnInfo, UsageLimits
 from ._otel import instrument, uninstrument
 from ._state import RunState
@@ -48,6 +49,7 @@ def __getattr__(name: str):  # MCP toolsets load on first use
 
 __all__ = [
     "Agent",
+    "Compaction",
     "Deny",
     "Event",
     "FunctionTool",

@@ -60,6 +60,9 @@ def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
         max_tokens_per_turn=args.max_tokens,
         temperature=args.temperature,
         usage_limits=_limits(args),
+        context_window=getattr(args, "context_window", None),
+        max_reasoning_tokens=getattr(args, "max_reasoning_tokens", None),
+        compaction=False if getattr(args, "no_compaction", False) else None,
         needs_approval=mode != "all",
     )
 

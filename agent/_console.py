@@ -18,8 +18,10 @@ from rich.text import Text
 from ._controls import strip_controls
 from .events import (
     ApprovalRequested,
+    Compacted,
     ErrorEvent,
     Event,
+    ForcedTokens,
     PreambleDelta,
     ReasoningDelta,
     RunFinished,
@@ -206,6 +208,21 @@ class EventView:
                 )
             case ApprovalRequested() | RunPaused():
                 self.stop()  # the CLI asks, or says how to resume
+            case Compacted():
+                self._break()
+                self.console.print(
+                    Text(
+                        f"context compacted: {event.tokens_before:,} → {event.tokens_after:,} "
+                        f"of {event.context_window:,} tokens ({event.dropped_reasoning} "
+                        f"reasonings dropped, {event.stubbed_outputs} tool outputs stubbed)",
+                        style="magenta",
+                    )
+                )
+            case ForcedTokens():
+                self._break()
+                self.console.print(
+                    Text(f"{event.reason} reached: the model is made to answer", style="magenta")
+                )
             case ErrorEvent():
                 self.stop()  # the CLI prints the one-line reason itself
             case RunFinished():

@@ -1,14 +1,17 @@
 """One run of the loop, as named steps over explicit run state.
 
-    sample → decide ─┬─ Resample  → resample   ─┐
-                     ├─ CallTool  → tool_step  ─┼→ sample (next turn) …
-                     ├─ Pause     → pause      ─┘  (approved by the approver) or
-                     │                             the run ends paused → resume_step → …
-                     └─ Finish    → finish        (the run ends)
+    (compact?) → sample → decide ─┬─ Resample   → resample    ─┐
+                                  ├─ CallTool   → tool_step   ─┤
+                                  ├─ ForceFinal → force_final ─┼→ (compact?) → sample …
+                                  ├─ Pause      → pause       ─┘  (approved by the approver)
+                                  │                  or the run ends paused → resume_step → …
+                                  └─ Finish     → finish        (the run ends)
 
 :meth:`Run.sample` makes one engine request and parses the sampled ids as they stream.
 :meth:`Run.decide` looks at what came back and returns what happens next, as a small typed
 value (:data:`NextStep`); it does no I/O. Each value has one step function that carries it out.
+Before each sample, :meth:`Run.plan_context` decides whether the prompt must be compacted
+first (a :class:`Compact` step; see ``_context``): the one deliberate break of the prefix.
 Steps are async generators of events; the driver (:meth:`Run.events`) is the one place where
 events are recorded (the run's list, the trace) before the caller sees them.
 
@@ -30,10 +33,12 @@ from contextlib import aclosing
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, assert_never
 
+import anyio.to_thread
 from harmony_agent.engine.base import FinishReason, TokenUsage
 from harmony_agent.tools.base import RunContext, Tool, ToolResult
 from openai_harmony import Message
 
+from . import _context as cx
 from . import _harmony as hm
 from . import _otel
 from ._encoding import third_party_error
@@ -52,8 +57,10 @@ from ._registry import is_tool_recipient
 from ._state import LoopAgent, Recorder, RunState
 from ._transcript import Transcript
 from ._turn import (
+    DEFAULT_CONTEXT_WINDOW,
     CallTool,
     Finish,
+    ForceFinal,
     NextStep,
     Pause,
     Resample,
@@ -73,8 +80,10 @@ from .errors import (
 )
 from .events import (
     ApprovalRequested,
+    Compacted,
     ErrorEvent,
     Event,
+    ForcedTokens,
     RunFinished,
     RunPaused,
     RunStarted,
@@ -85,12 +94,22 @@ from .events import (
 )
 from .result import RunResult, RunUsage, ToolCallRecord, ToolCallRequest
 
-__all__ = ["CallTool", "Finish", "NextStep", "Pause", "Resample", "Run"]
+__all__ = ["CallTool", "Compact", "Finish", "ForceFinal", "NextStep", "Pause", "Resample", "Run"]
 
 #: outcomes of user decisions, not tool failures: they do not count against max_tool_errors
 _DECIDED = frozenset({"rejected", "denied"})
 
 Steps = AsyncGenerator[Event, None]
+
+#: the least room a turn needs to say anything (as ``request_for``)
+_MIN_ROOM = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Compact:
+    """The next prompt would pass the compaction limit: carry out ``plan`` before sampling."""
+
+    plan: cx.CompactionPlan
 
 
 @dataclass
@@ -129,6 +148,10 @@ class Run:
     wall_before: float = 0.0
     started: float = field(default_factory=time.monotonic)
     pending: list[ToolCallRequest] = field(default_factory=list)
+    #: this run's reasoning budget per turn (None: the agent's)
+    max_reasoning_tokens: int | None = None
+    compactions: int = 0
+    warned: set[float] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.resume is not None:
@@ -240,6 +263,11 @@ class Run:
                     yield event
         for turn in range(first_turn, self.agent.max_turns):
             self.turn = turn
+            compact = await self.plan_context()
+            if compact is not None:
+                async with aclosing(self.compact(compact)) as events:
+                    async for event in events:
+                        yield event
             self.limits.check_before_turn(self.usage, len(self.transcript), self.wall_s())
             async with aclosing(self.sample()) as steps:
                 async for event in steps:
@@ -257,6 +285,8 @@ class Run:
                     carried_out = self.tool_step(step, ctx)
                 case Pause():
                     carried_out = self.pause(step, ctx)
+                case ForceFinal():
+                    carried_out = self.force_final(step)
                 case Finish():
                     carried_out = self.finish(step)
                 case _:
@@ -298,19 +328,101 @@ class Run:
             wall_s=self.wall_s(),
         )
 
+    # --- the context: its window, compaction -------------------------------------------
+
+    @property
+    def window(self) -> int:
+        agent = self.agent
+        return agent.context_window or agent.engine.context_window or DEFAULT_CONTEXT_WINDOW
+
+    async def plan_context(self) -> Compact | None:
+        """A :class:`Compact` step when the next prompt would pass the policy's limit and
+        compaction can remove something; else None. Planning scans the whole transcript, so
+        it runs in a worker thread."""
+        policy = self.agent.compaction
+        if policy is None:
+            return None
+        window = self.window
+        if len(self.transcript) <= policy.limit(window, self.agent.max_tokens_per_turn):
+            return None
+        ids = self.transcript.view().tolist()
+        plan = await anyio.to_thread.run_sync(
+            cx.plan_to_target, self.agent.encoding, ids, policy, window
+        )
+        return None if plan.empty else Compact(plan)
+
+    async def compact(self, step: Compact) -> Steps:
+        """Replace the transcript and the messages by their compacted form (rendered once;
+        later turns append to it) and record it: a ``Compacted`` event and a trace record."""
+        encoding, ids = self.agent.encoding, self.transcript.view().tolist()
+        summary = await self._summary(step.plan, ids) if step.plan.summary_range else None
+        outcome = await anyio.to_thread.run_sync(
+            cx.apply_plan, encoding, ids, list(self.messages), step.plan, summary
+        )
+        self.transcript = Transcript(outcome.prompt_ids)
+        self.messages = outcome.messages
+        self.compactions += 1
+        window = self.window
+        self.warned = {t for t in self.warned if t * window <= outcome.tokens_after}
+        event = Compacted(
+            run_id=self.run_id,
+            turn=self.turn,
+            tokens_before=outcome.tokens_before,
+            tokens_after=outcome.tokens_after,
+            context_window=window,
+            dropped_reasoning=outcome.dropped_reasoning,
+            stubbed_outputs=outcome.stubbed_outputs,
+            summarized=outcome.summarized,
+            removed=outcome.removed,
+        )
+        yield event
+        recorded = getattr(self.recorder, "compacted", None)
+        if recorded is not None:
+            await recorded(self.state(self.turn), event)
+
+    async def _summary(self, plan: cx.CompactionPlan, ids: list[int]) -> str:
+        summarize = self.agent.compaction.summarize if self.agent.compaction else None
+        if summarize is None:
+            raise RuntimeError("a summary plan without a summarize callable")
+        old = cx.summary_messages(self.agent.encoding, ids, self.messages, plan)
+        return await cx.call_summarizer(summarize, old)
+
+    def _check_room(self, prompt: Sequence[int]) -> None:
+        """:class:`ContextOverflowError`, saying what filled the context, when the prompt
+        leaves no room to answer."""
+        window = self.window
+        if window - len(prompt) >= _MIN_ROOM:
+            return
+        how = (
+            "even after compaction"
+            if self.compactions
+            else "with compaction off"
+            if self.agent.compaction is None
+            else "and compaction found nothing more to remove"
+        )
+        raise cx.overflow_error(self.agent.encoding, prompt, window, how)
+
     # --- sample: one engine request, parsed as it streams --------------------------------
 
     async def sample(self) -> Steps:
-        """Stream one turn from the engine; sets :attr:`sampled`."""
+        """Stream one turn from the engine; sets :attr:`sampled`.
+
+        A prompt that ends inside a message the runtime opened (the forced final channel)
+        primes the parser with it, so the continuation parses as that message. A turn whose
+        analysis reaches the reasoning budget is ended here (the request is aborted)."""
         self.sampled = None
         prompt = self.transcript.view()
         parser = TurnParser(self.agent.encoding)
+        parser.feed_many(cx.continuation(self.agent.encoding, prompt))
+        budget = self.max_reasoning_tokens or self.agent.max_reasoning_tokens
+        reasoning, cut = 0, False
         output: list[int] = []
         logprobs: list[float | None] | None = []  # None once a chunk comes without
         started = time.perf_counter()
         engine = self.agent.engine
         finish: FinishReason | None = None
         usage: TokenUsage | None = None
+        self._check_room(prompt)
         try:
             request = request_for(self.agent, prompt, self.run_id, self.turn)
             async with aclosing(engine.generate(request)) as chunks:
@@ -326,8 +438,13 @@ class Run:
                         event = visible_event(item, self.run_id, self.turn, call_id)
                         if event is not None:
                             yield event
+                    if parser.current == ("analysis", None):
+                        reasoning += len(chunk.token_ids)
                     if chunk.finish_reason is not None:
                         finish, usage = chunk.finish_reason, chunk.usage
+                        break
+                    if budget and reasoning >= budget and parser.current == ("analysis", None):
+                        finish, cut = "length", True  # closing the stream aborts the request
                         break
         except HarmonyAgentError:
             raise
@@ -342,7 +459,10 @@ class Run:
         if finish == "length":
             parser.finish_eos()
         duration = time.perf_counter() - started
-        yield self._count(prompt, output, finish, usage, duration, logprobs or None)
+        turn_finished = self._count(prompt, output, finish, usage, duration, logprobs or None)
+        yield turn_finished
+        for warning in self._context_warnings(turn_finished.context_tokens):
+            yield warning
         messages, error = list(parser.messages), parser.error
         kept = parser.salvage() if error is not None else None
         if kept is not None:  # a complete call or final answer came before the broken part
@@ -351,7 +471,16 @@ class Run:
             yield WarningEvent(
                 run_id=self.run_id, turn=self.turn, message=f"salvaged: {parser.salvaged}"
             )
-        self.sampled = Sampled(self.turn, prompt, output, messages, finish, error)
+        self.sampled = Sampled(self.turn, prompt, output, messages, finish, error, reasoning, cut)
+
+    def _context_warnings(self, tokens: int) -> list[WarningEvent]:
+        window = self.window
+        out = []
+        for threshold in cx.crossed(self.agent.context_warnings, self.warned, tokens / window):
+            self.warned.add(threshold)
+            message = cx.warning_text(tokens, window, threshold, self.agent.compaction)
+            out.append(WarningEvent(run_id=self.run_id, turn=self.turn, message=message))
+        return out
 
     def _count(
         self,
@@ -381,6 +510,8 @@ class Run:
             duration_s=duration_s,
             output_ids=tuple(output),
             output_logprobs=tuple(logprobs) if logprobs else None,
+            context_tokens=len(prompt) + len(output),
+            context_window=self.window,
         )
 
     # --- decide: what happens next --------------------------------------------------------
@@ -416,6 +547,9 @@ class Run:
         if sampled.parse_error is not None:
             return Resample(sampled.parse_error)
         last = sampled.messages[-1] if sampled.messages else None
+        if sampled.finish_reason == "length" and cx.cut_while_reasoning(sampled, last):
+            reason = "max_reasoning_tokens" if sampled.reasoning_cut else "max_tokens_per_turn"
+            return ForceFinal(sampled, reason)
         if (
             last is not None
             and is_tool_recipient(last.recipient)
@@ -620,6 +754,28 @@ class Run:
                     yield event
             if self.calls:
                 await self._turn_end(ctx, TurnInfo(request.turn, self._usage_now(), self.calls[-1]))
+
+    # --- force final: the turn was cut while reasoning -----------------------------------
+
+    async def force_final(self, step: ForceFinal) -> Steps:
+        """Close the cut analysis and open the final channel with ids the model did not
+        sample; the next turn continues inside that message."""
+        sampled, encoding = step.sampled, self.agent.encoding
+        self.messages.extend(sampled.messages)
+        forced = cx.forced_final_ids(encoding, sampled.output)
+        self.transcript.extend(sampled.output)
+        self.transcript.extend(forced)
+        yield ForcedTokens(
+            run_id=self.run_id,
+            turn=self.turn,
+            reason=step.reason,
+            token_ids=tuple(forced),
+            text=encoding.decode(forced),
+            reasoning_tokens=sampled.reasoning_tokens,
+        )
+        recorded = getattr(self.recorder, "forced", None)
+        if recorded is not None:
+            await recorded(self.state(self.turn + 1), sampled.output, forced)
 
     # --- finish: this turn's messages are the answer -------------------------------------
 

@@ -17,6 +17,7 @@ from harmony_agent.engine.base import Engine
 from harmony_agent.tools.base import RunContext
 from openai_harmony import HarmonyEncoding, Message
 
+from ._context import Compaction
 from ._registry import ToolRegistry
 from .errors import RunStateError
 from .events import Event
@@ -162,6 +163,10 @@ class Recorder(Protocol):
         self, state: RunState, output_ids: list[int], appended_ids: list[int]
     ) -> None: ...
 
+    # Optional (a recorder without them is not told): ``compacted(state, event)`` after a
+    # compaction replaced the transcript, ``forced(state, output_ids, forced_ids)`` after the
+    # runtime appended ids the model did not sample.
+
 
 class LoopAgent(Protocol):
     """What a run reads from its agent; :class:`harmony_agent.Agent` is the implementation.
@@ -179,6 +184,9 @@ class LoopAgent(Protocol):
     top_p: float | None
     seed: int | None
     context_window: int | None
+    compaction: Compaction | None
+    max_reasoning_tokens: int | None
+    context_warnings: tuple[float, ...]
     files_dir: Path | None
     tracer_provider: Any
     trace_content: bool | None

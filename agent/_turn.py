@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
     "CallTool",
     "Finish",
+    "ForceFinal",
     "NextStep",
     "Pause",
     "Resample",
@@ -56,6 +57,9 @@ class Sampled:
     messages: list[Message]
     finish_reason: FinishReason
     parse_error: str | None
+    #: analysis tokens of this request, and whether it was ended at max_reasoning_tokens
+    reasoning_tokens: int = 0
+    reasoning_cut: bool = False
 
 
 # --- what happens next: the values `Run.decide` returns -----------------------------------
@@ -93,7 +97,16 @@ class Finish:
     sampled: Sampled
 
 
-NextStep = Resample | CallTool | Pause | Finish
+@dataclass(frozen=True, slots=True)
+class ForceFinal:
+    """The turn was cut while reasoning (``reason``: the budget it reached): close the analysis,
+    open the final channel with ids the model did not sample, and let it continue."""
+
+    sampled: Sampled
+    reason: str
+
+
+NextStep = Resample | CallTool | Pause | ForceFinal | Finish
 
 
 def request_for(

@@ -60,6 +60,7 @@ from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 from . import _harmony as hm
 from . import _tokens as tk
 from ._checks import check_agent_arguments, check_history, check_no_running_loop, check_task
+from ._context import DEFAULT_WARNINGS, Compaction
 from ._encoding import load_encoding
 from ._hooks import Approver, Decision, Hooks, UsageLimits, check_decisions
 from ._registry import ToolRegistry
@@ -90,6 +91,14 @@ class Agent:
         model_identity, knowledge_cutoff, conversation_start_date: system message fields;
             the date defaults to today.
         context_window: tokens the model can attend to (default: the engine's, else 131,072).
+        compaction: how the run compacts its context when it fills (:class:`Compaction`);
+            default: ``Compaction()`` when the agent has tools, none otherwise; ``False``
+            turns it off (a full context then ends the run with ``ContextOverflowError``).
+        max_reasoning_tokens: reasoning (analysis) tokens one turn may write; at the limit
+            the runtime closes the analysis and opens the final channel for the model to
+            answer in (also when ``max_tokens_per_turn`` is hit while reasoning). ``None``:
+            no limit. A run may set its own (``agent.run(task, max_reasoning_tokens=...)``).
+        context_warnings: fractions of the window at which a run warns, once each.
         files_dir: where tools put files (screenshots, sandbox outputs); a temporary
             directory per run when None.
         tracer_provider: an OpenTelemetry ``TracerProvider`` to record runs to (GenAI
@@ -124,6 +133,9 @@ class Agent:
         knowledge_cutoff: str | None = "2024-06",
         conversation_start_date: str | None = None,
         context_window: int | None = None,
+        compaction: Compaction | bool | None = None,
+        max_reasoning_tokens: int | None = None,
+        context_warnings: Sequence[float] = DEFAULT_WARNINGS,
         files_dir: str | Path | None = None,
         tracer_provider: Any = None,
         trace_content: bool | None = None,
@@ -167,6 +179,9 @@ class Agent:
         self.top_p = top_p
         self.seed = seed
         self.context_window = context_window
+        self.compaction = _compaction(compaction, bool(self.registry.tools))
+        self.max_reasoning_tokens = _positive("max_reasoning_tokens", max_reasoning_tokens)
+        self.context_warnings = _fractions(context_warnings)
         self.files_dir = Path(files_dir) if files_dir is not None else None
         if usage_limits is not None and not isinstance(usage_limits, UsageLimits):
             raise ConfigurationError(f"usage_limits must be a UsageLimits, got {usage_limits!r}")
@@ -279,6 +294,7 @@ class Agent:
         usage_limits: UsageLimits | None = None,
         hooks: Hooks | None = None,
         approver: Approver | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> Run:
         check_task(task)
         check_history(history)
@@ -302,6 +318,7 @@ class Agent:
             limits=self.usage_limits.merged(usage_limits),
             approval=self.needs_approval,
             approver=approver,
+            max_reasoning_tokens=_positive("max_reasoning_tokens", max_reasoning_tokens),
             decisions=decisions,
         )
 
@@ -315,6 +332,7 @@ class Agent:
         usage_limits: UsageLimits | None = None,
         hooks: Hooks | None = None,
         approver: Approver | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> RunStream:
         """Run and yield events as they happen; the last is ``RunFinished``, ``RunPaused`` or
         ``ErrorEvent``. Once iterated to the end, the stream's ``result`` is the
@@ -338,6 +356,7 @@ class Agent:
                 usage_limits=usage_limits,
                 hooks=hooks,
                 approver=approver,
+                max_reasoning_tokens=max_reasoning_tokens,
             )
         )
 
@@ -352,6 +371,7 @@ class Agent:
         usage_limits: UsageLimits | None = None,
         hooks: Hooks | None = None,
         approver: Approver | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> RunResult:
         """Run ``task`` to its final answer (or to a pause, when a call needs approval).
 
@@ -377,6 +397,7 @@ class Agent:
             usage_limits=usage_limits,
             hooks=hooks,
             approver=approver,
+            max_reasoning_tokens=max_reasoning_tokens,
         )
         return await _finish(run, on_event)
 
@@ -391,6 +412,7 @@ class Agent:
         usage_limits: UsageLimits | None = None,
         hooks: Hooks | None = None,
         approver: Approver | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code (starts its own event loop)."""
         check_no_running_loop("run_sync")
@@ -404,6 +426,7 @@ class Agent:
                 usage_limits=usage_limits,
                 hooks=hooks,
                 approver=approver,
+                max_reasoning_tokens=max_reasoning_tokens,
             )
         )
 
@@ -630,3 +653,32 @@ def _recorder(trace: str | Path | Recorder | None) -> Recorder | None:
     if trace is None or not isinstance(trace, str | Path):
         return trace
     return TraceWriter(trace)
+
+
+def _compaction(value: Compaction | bool | None, has_tools: bool) -> Compaction | None:
+    if value is None:
+        return Compaction() if has_tools else None
+    if value is True:
+        return Compaction()
+    if value is False:
+        return None
+    if not isinstance(value, Compaction):
+        raise ConfigurationError(
+            f"compaction must be a Compaction policy, True or False, got {value!r:.80}"
+        )
+    return value
+
+
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"{name} must be a positive number of tokens, got {value!r}")
+    return value
+
+
+def _fractions(values: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(values)
+    if not all(isinstance(v, int | float) and 0 < v <= 1 for v in out):
+        raise ConfigurationError(
+            f"context_warnings are fractions of the window in (0, 1], e.g. (0.75, 0.9); got {out!r}"
+        )
+    return tuple(sorted(out))

@@ -165,6 +165,23 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
     )
     parser.add_argument("--temperature", type=float, help="sampling temperature (engine default)")
     parser.add_argument(
+        "--context-window",
+        type=int,
+        metavar="N",
+        help="tokens the model attends to (default: the engine's, else 131072)",
+    )
+    parser.add_argument(
+        "--max-reasoning-tokens",
+        type=int,
+        metavar="N",
+        help="reasoning tokens per turn; at the limit the model is made to answer",
+    )
+    parser.add_argument(
+        "--no-compaction",
+        action="store_true",
+        help="never compact the context (a full context ends the run)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON event per line on stdout"
     )
     parser.add_argument(

@@ -171,7 +171,15 @@ class ToolErrorBudgetError(RunError):
 
 
 class ContextOverflowError(RunError):
-    """The next prompt does not fit the model's context window."""
+    """The next prompt does not fit the model's context window, even compacted.
+
+    ``filled`` says what filled it, in tokens by kind (``"tool output: browser.open"``,
+    ``"reasoning"``, ``"system and developer messages"``, ...), largest first.
+    """
+
+    def __init__(self, message: str, *, filled: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.filled: dict[str, int] = dict(filled or {})
 
 
 class PromptRenderError(RunError):

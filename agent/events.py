@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 __all__ = [
     "ApprovalRequested",
+    "Compacted",
     "ErrorEvent",
     "Event",
+    "ForcedTokens",
     "PreambleDelta",
     "ReasoningDelta",
     "RunFinished",
@@ -144,7 +146,44 @@ class TurnFinished:
     output_ids: tuple[int, ...] = ()
     #: the log probability of each of ``output_ids`` when the engine returned them
     output_logprobs: tuple[float | None, ...] | None = None
+    #: how full the context was after this turn (its prompt plus output) and the window
+    context_tokens: int = 0
+    context_window: int = 0
     type: Literal["turn_finished"] = "turn_finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compacted:
+    """The context was compacted before ``turn``: the one deliberate break of the prefix.
+
+    ``removed`` lists what went (``"reasoning (312)"``, ``"browser.open output (1,043)"``).
+    """
+
+    run_id: str
+    turn: int
+    tokens_before: int
+    tokens_after: int
+    context_window: int
+    dropped_reasoning: int = 0
+    stubbed_outputs: int = 0
+    summarized: bool = False
+    removed: tuple[str, ...] = ()
+    type: Literal["compacted"] = "compacted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForcedTokens:
+    """The runtime appended ids the model did not sample (``token_ids``, ``text``): after a
+    turn's reasoning reached ``max_reasoning_tokens`` or ``max_tokens_per_turn``
+    (``reason``), the analysis is closed and the final channel opened for the model."""
+
+    run_id: str
+    turn: int
+    reason: str
+    token_ids: tuple[int, ...]
+    text: str
+    reasoning_tokens: int = 0
+    type: Literal["forced_tokens"] = "forced_tokens"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,6 +241,8 @@ Event = (
     | ToolResultEvent
     | ApprovalRequested
     | TurnFinished
+    | Compacted
+    | ForcedTokens
     | RunFinished
     | RunPaused
     | WarningEvent

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .events import (
+    Compacted,
     ErrorEvent,
+    ForcedTokens,
     PreambleDelta,
     ReasoningDelta,
     RunFinished,
@@ -112,6 +114,16 @@ def _turns(trace: Trace) -> tuple[list[_Turn], list[ErrorEvent], RunFinished | N
                 turn(ev.turn).finished = ev
             case WarningEvent():
                 turn(max(ev.turn, 0)).warnings.append(ev.message)
+            case Compacted():
+                turn(ev.turn).warnings.append(
+                    f"context compacted before this turn: {ev.tokens_before:,} → "
+                    f"{ev.tokens_after:,} tokens ({', '.join(ev.removed[:8])}"
+                    f"{', …' if len(ev.removed) > 8 else ''})"
+                )
+            case ForcedTokens():
+                turn(ev.turn).warnings.append(
+                    f"{ev.reason} reached: the runtime appended {ev.text!r} (not sampled)"
+                )
             case ErrorEvent():
                 errors.append(ev)
             case RunFinished():

@@ -10,6 +10,11 @@ One record per line, each a JSON object with a ``record`` kind:
   (tool message + ``<|start|>assistant``), the messages this step added, the tool call, usage.
   A run that pauses for approval writes a step with the call's ids, nothing appended, and the
   ``pending`` call; the resumed run's first step appends its result (no sampled ids).
+  A step whose ids the runtime forced (the reasoning budget closed the analysis and opened
+  the final channel) has ``"forced": true``: its ``appended_ids`` were not sampled.
+* ``compaction`` — the context was compacted (the one deliberate prefix break): the whole
+  new prompt's ids and messages, tokens before and after, what was removed. Later steps
+  continue from that prompt.
 * ``resumed`` — a run went on from the last step (``harmony-agent resume``).
 
 Records are buffered between steps and written, flushed and fsynced at every step boundary
@@ -37,7 +42,7 @@ from openai_harmony import Message
 
 from ._state import RunState
 from .errors import ConfigurationError
-from .events import Event, event_from_dict, event_to_dict
+from .events import Compacted, Event, event_from_dict, event_to_dict
 from .result import RunUsage, ToolCallRecord, ToolCallRequest
 
 __all__ = ["FORMAT", "MAX_DEPTH", "VERSION", "Trace", "TraceError", "TraceWriter", "load_trace"]
@@ -204,6 +209,50 @@ class TraceWriter:
         )
         await self._flush()
 
+    async def forced(self, state: RunState, output_ids: list[int], forced_ids: list[int]) -> None:
+        """A step whose appended ids the runtime forced (not sampled, no tool call)."""
+        if self._refused:
+            return
+        new = state.messages[self._messages_written :]
+        self._messages_written = len(state.messages)
+        self._pending.append(
+            _dump(
+                {
+                    "record": "step",
+                    "turn": state.next_turn - 1,
+                    "output_ids": list(output_ids),
+                    "appended_ids": list(forced_ids),
+                    "forced": True,
+                    "messages": [m.to_dict() for m in new],
+                    "tool_call": None,
+                    "usage": asdict(state.usage),
+                    "prompt_len": len(state.prompt_ids),
+                }
+            )
+        )
+        await self._flush()
+
+    async def compacted(self, state: RunState, event: Compacted) -> None:
+        """The transcript was replaced by its compacted form: record the whole of it."""
+        if self._refused:
+            return
+        self._messages_written = len(state.messages)
+        self._pending.append(
+            _dump(
+                {
+                    "record": "compaction",
+                    "turn": state.next_turn,
+                    "prompt_ids": list(state.prompt_ids),
+                    "messages": [m.to_dict() for m in state.messages],
+                    "tokens_before": event.tokens_before,
+                    "tokens_after": event.tokens_after,
+                    "removed": list(event.removed),
+                    "usage": asdict(state.usage),
+                }
+            )
+        )
+        await self._flush()
+
 
 @dataclass
 class Trace:
@@ -213,6 +262,8 @@ class Trace:
     header: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    #: step and compaction records, in order (what resuming replays)
+    records: list[dict[str, Any]] = field(default_factory=list)
     resumed: int = 0
     truncated_tail: bool = False
 
@@ -256,7 +307,13 @@ class Trace:
         next_turn = 0
         pending: list[ToolCallRequest] = []
         wall_s = 0.0
-        for step in self.steps:
+        for step in self.records:
+            if step["record"] == "compaction":
+                prompt = list(step["prompt_ids"])
+                messages = [Message.from_dict(m) for m in step["messages"]]
+                usage = RunUsage(**step["usage"])
+                next_turn = step["turn"]
+                continue
             prompt += step["output_ids"] + step["appended_ids"]
             if len(prompt) != step["prompt_len"]:
                 raise TraceError(
@@ -330,6 +387,9 @@ def load_trace(path: str | Path) -> Trace:
                 trace.events.append(event_from_dict(record["event"]))
             elif kind == "step":
                 trace.steps.append(record)
+                trace.records.append(record)
+            elif kind == "compaction":
+                trace.records.append(record)
             elif kind == "resumed":
                 trace.resumed += 1
             else:

@@ -27,6 +27,7 @@ BENCHES = [
     ("bench_python_tool.py", sys.executable),
     ("bench_browser.py", sys.executable),
     ("bench_mcp.py", sys.executable),
+    ("bench_long_run.py", sys.executable),
     ("bench_engines.py", str(VLLM_PYTHON)),
     ("bench_llamacpp.py", str(LLAMACPP_PYTHON)),
 ]

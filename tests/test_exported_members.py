@@ -23,6 +23,7 @@ PUBLIC_MODULES = (
 #: The top-level API, exactly: a change here is a change of the package's public surface.
 TOP_LEVEL = [
     "Agent",
+    "Compaction",
     "Deny",
     "Event",
     "FunctionTool",

@@ -193,7 +193,8 @@ def test_turn_numbers_agree_in_events_report_and_messages(tmp_path):
     from harmony_agent.report import render_report
 
     path = tmp_path / "run.jsonl"
-    cut = "<|channel|>analysis<|message|>still thinking"  # no stop token: cut by max_tokens
+    # no stop token: cut by max_tokens in a tool call (cut reasoning is recovered instead)
+    cut = '<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a":'
     with pytest.raises(OutputTruncatedError, match=r"^turn 1 hit") as info:
         agent_with([REPLIES[1], cut]).run_sync("sums", trace=path)
     trace = load_trace(path)

@@ -142,9 +142,10 @@ def failing_run(case: str) -> tuple[Agent, dict]:
         agent.context_window = len(agent.first_prompt("add")) + 40
         return agent, {}
     if case == "output_truncated":
-        return agent_with(
-            [ADD, "<|channel|>analysis<|message|>" + "think " * 50], max_tokens_per_turn=25
-        ), {}
+        # a tool call cut by max_tokens_per_turn (cut reasoning is recovered: the model is
+        # made to answer, see test_context.py)
+        cut_call = '<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a": '
+        return agent_with([ADD, cut_call + "1" * 200], max_tokens_per_turn=25), {}
     if case == "script_exhausted":
         return agent_with([ADD]), {}
     if case == "usage_limit":
