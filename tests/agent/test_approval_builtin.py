@@ -63,7 +63,9 @@ def test_browser_open_waits_for_approval_then_loads_the_page(site):
     final = "<|channel|>final<|message|>42 EUR.<|return|>"
     fresh = agent([final])
     result = anyio.run(lambda: fresh.resume(state, approve={state.pending[0].call_id: True}))
-    assert result.final_text == "42 EUR." and hits == ["/ledger.html"]
+    # Chromium may also ask for the site's icon once the page has loaded
+    assert result.final_text == "42 EUR."
+    assert [h for h in hits if h != "/favicon.ico"] == ["/ledger.html"]
     assert "Balance: 42 EUR." in result.tool_calls[0].output
     assert fresh.engine.requests[0][: len(state.prompt_ids)] == state.prompt_ids
 

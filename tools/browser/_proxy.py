@@ -24,7 +24,14 @@ import ada_url
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from anyio.abc import ByteReceiveStream, ByteSendStream, SocketAttribute, SocketStream, TaskStatus
+from anyio.abc import (
+    ByteReceiveStream,
+    ByteSendStream,
+    SocketAttribute,
+    SocketListener,
+    SocketStream,
+    TaskStatus,
+)
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._policy import PolicyViolation, Target, UrlPolicy
@@ -73,16 +80,32 @@ class EgressProxy:
 
     async def _serve(self, *, task_status: TaskStatus[int]) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        async with listener:
-            task_status.started(listener.extra(SocketAttribute.local_port))
-            await listener.serve(self._handle)
+        # Our own accept loop, not listener.serve: a connection accepted as the proxy is
+        # stopped may have a handler task that is cancelled before it ever runs, and its
+        # socket must still be closed (by the finally below).
+        clients: set[SocketStream] = set()
+        try:
+            async with listener, anyio.create_task_group() as tg:
+                task_status.started(listener.extra(SocketAttribute.local_port))
+                (socket_listener,) = listener.listeners  # one address: 127.0.0.1
+                assert isinstance(socket_listener, SocketListener)
+                while True:
+                    client = await socket_listener.accept()
+                    clients.add(client)
+                    tg.start_soon(self._handle, client, clients)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for client in clients:
+                    await client.aclose()
 
-    async def _handle(self, client: SocketStream) -> None:
-        async with client:
-            try:
+    async def _handle(self, client: SocketStream, clients: set[SocketStream]) -> None:
+        try:
+            async with client:
                 await self._serve_one(client)
-            except Exception:
-                pass
+        except Exception:
+            pass
+        finally:
+            clients.discard(client)
 
     def record(self, violation: PolicyViolation) -> None:
         """Note a refusal (the proxy's own, or one made in front of it)."""
