@@ -41,7 +41,7 @@ import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -51,6 +51,7 @@ from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
 from ._encoding import load_encoding
+from ._output import OutputSpec, output_spec, response_formats_text
 from ._registry import ToolRegistry
 from ._run import Run
 from ._state import Recorder, RunState
@@ -60,6 +61,8 @@ from .result import RunResult
 from .trace import TraceWriter
 
 __all__ = ["Agent", "Recorder", "RunState"]
+
+T = TypeVar("T")
 
 
 class Agent:
@@ -83,6 +86,12 @@ class Agent:
             semantic conventions); default: the one :func:`harmony_agent.instrument` set, if any.
         trace_content: put prompts, arguments, outputs and reasoning on the spans (default:
             what :func:`harmony_agent.instrument` said; off).
+        output_type: the answer's type: a pydantic model, dataclass, TypedDict, a type such
+            as ``int`` or ``list[str]``, or a JSON schema dict. The developer message gets a
+            ``# Response Formats`` section, engines that can hold the final channel to the
+            schema do, and ``RunResult.output`` is the validated value.
+        output_retries: answers that fail validation the model may correct (each gets a
+            message naming the path and the reason) before :class:`OutputValidationError`.
 
     Toolsets that hold connections (MCP servers) share one per server across runs inside
     ``async with agent:`` (or until ``await agent.aclose()``); a run outside it connects
@@ -109,6 +118,8 @@ class Agent:
         files_dir: str | Path | None = None,
         tracer_provider: Any = None,
         trace_content: bool | None = None,
+        output_type: Any = None,
+        output_retries: int = 1,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigurationError(
@@ -131,6 +142,10 @@ class Agent:
             knowledge_cutoff=knowledge_cutoff,
             conversation_start_date=conversation_start_date,
         )
+        if output_retries < 0:
+            raise ConfigurationError(f"output_retries must be 0 or more, got {output_retries}")
+        self.output: OutputSpec | None = None if output_type is None else output_spec(output_type)
+        self.output_retries = output_retries
         self.max_turns = max_turns
         self.max_tokens_per_turn = max_tokens_per_turn
         self.max_tool_errors = max_tool_errors
@@ -200,34 +215,56 @@ class Agent:
 
     # --- prompts ---------------------------------------------------------------------------
 
-    def initial_messages(self, task: str, history: RunResult | None = None) -> list[Message]:
-        """The conversation the first prompt of a run renders."""
+    def initial_messages(
+        self, task: str, history: RunResult | None = None, output: OutputSpec | None = None
+    ) -> list[Message]:
+        """The conversation the first prompt of a run renders (``output``: the run's own
+        output type, when it overrides the agent's)."""
         user = Message.from_role_and_content(Role.USER, task)
         if history is not None:
             return [*hm.drop_stale_analysis(history.messages), user]
         messages = [hm.build_system_message(self.settings, self.registry.namespaces)]
-        developer = hm.build_developer_message(self.instructions, self.registry.functions)
+        output = output or self.output
+        formats = None
+        if output is not None:
+            before = bool(self.instructions or self.registry.functions)
+            formats = response_formats_text(output, after_other_content=before)
+        developer = hm.build_developer_message(
+            self.instructions, self.registry.functions, formats
+        )
         if developer is not None:
             messages.append(developer)
         messages.append(user)
         return messages
 
-    def first_prompt(self, task: str) -> list[int]:
+    def first_prompt(self, task: str, output: OutputSpec | None = None) -> list[int]:
         """The first prompt of a new run: the system and developer messages (rendered once
-        per agent) followed by the user's task and ``<|start|>assistant``."""
-        if self._prefix is None:
-            head = self.initial_messages("")[:-1]
-            self._prefix = hm.guard_render(
-                "the system and developer messages",
-                self.encoding.render_conversation,
-                Conversation.from_messages(head),
-                RenderConversationConfig(auto_drop_analysis=False),
-            )
+        per agent) followed by the user's task and ``<|start|>assistant``. A run's own
+        ``output`` type renders its own developer message."""
+        if output is not None and output is not self.output:
+            prefix = self._render_head(output)
+        else:
+            if self._prefix is None:
+                self._prefix = self._render_head(None)
+            prefix = self._prefix
         return [
-            *self._prefix,
+            *prefix,
             *hm.render_user(self.encoding, task),
             *hm.assistant_start_ids(self.encoding),
         ]
+
+    def _render_head(self, output: OutputSpec | None) -> list[int]:
+        head = self.initial_messages("", output=output)[:-1]
+        return hm.guard_render(
+            "the system and developer messages",
+            self.encoding.render_conversation,
+            Conversation.from_messages(head),
+            RenderConversationConfig(auto_drop_analysis=False),
+        )
+
+    def _output_for(self, output_type: Any) -> OutputSpec | None:
+        """A run's output type: its own, else the agent's (None: inherit)."""
+        return None if output_type is None else output_spec(output_type)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -238,14 +275,41 @@ class Agent:
         history: RunResult | None = None,
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
+        output_type: Any = None,
     ) -> AsyncGenerator[Event, None]:
         """Run and yield events as they happen; the last is ``RunFinished`` or ``ErrorEvent``.
 
         Errors that end the run are raised after their ``ErrorEvent``. Close the iterator
         (``async with contextlib.aclosing(agent.stream(task)) as events``) to stop early; the
-        engine request is aborted and the run's tools are closed.
+        engine request is aborted and the run's tools are closed. ``output_type``: this run's
+        own (see :class:`Agent`); None keeps the agent's.
         """
-        return Run(self, task, history, deps, recorder=_recorder(trace)).events()
+        output = self._output_for(output_type)
+        return Run(self, task, history, deps, recorder=_recorder(trace), output=output).events()
+
+    @overload
+    async def run(
+        self,
+        task: str,
+        *,
+        history: RunResult | None = None,
+        deps: Any = None,
+        trace: str | Path | Recorder | None = None,
+        on_event: Callable[[Event], Any] | None = None,
+        output_type: type[T],
+    ) -> RunResult[T]: ...
+
+    @overload
+    async def run(
+        self,
+        task: str,
+        *,
+        history: RunResult | None = None,
+        deps: Any = None,
+        trace: str | Path | Recorder | None = None,
+        on_event: Callable[[Event], Any] | None = None,
+        output_type: Any = None,
+    ) -> RunResult[Any]: ...
 
     async def run(
         self,
@@ -255,7 +319,8 @@ class Agent:
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
         on_event: Callable[[Event], Any] | None = None,
-    ) -> RunResult:
+        output_type: Any = None,
+    ) -> RunResult[Any]:
         """Run ``task`` to its final answer.
 
         ``history``: a previous result to continue the conversation (its analysis before the
@@ -263,9 +328,11 @@ class Agent:
         tools as ``ctx.deps``. ``trace``: a file to write the run to as JSON lines, one record
         per event and per step, fsynced per step (see :mod:`harmony_agent.trace`).
         ``on_event``: called with every event as it happens (sync or async), e.g. to show
-        progress while still getting the whole result.
+        progress while still getting the whole result. ``output_type``: this run's own (see
+        :class:`Agent`; ``result.output`` is then typed); None keeps the agent's.
         """
-        run = Run(self, task, history, deps, recorder=_recorder(trace))
+        output = self._output_for(output_type)
+        run = Run(self, task, history, deps, recorder=_recorder(trace), output=output)
         return await _finish(run, on_event)
 
     def run_sync(
@@ -275,9 +342,14 @@ class Agent:
         history: RunResult | None = None,
         deps: Any = None,
         trace: str | Path | Recorder | None = None,
-    ) -> RunResult:
+        output_type: Any = None,
+    ) -> RunResult[Any]:
         """:meth:`run` for synchronous code (starts its own event loop)."""
-        return anyio.run(lambda: self.run(task, history=history, deps=deps, trace=trace))
+        return anyio.run(
+            lambda: self.run(
+                task, history=history, deps=deps, trace=trace, output_type=output_type
+            )
+        )
 
     def resume_stream(
         self, state: RunState, *, deps: Any = None, trace: str | Path | Recorder | None = None

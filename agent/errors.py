@@ -25,7 +25,8 @@ a tool message and the run goes on (within ``Agent(max_tool_errors=...)``). Erro
         ├── ToolErrorBudgetError        too many tool errors in a row
         ├── ContextOverflowError        the prompt no longer fits the context window
         ├── PromptRenderError           a message could not be rendered as tokens
-        └── OutputTruncatedError        a turn hit max_tokens before any answer
+        ├── OutputTruncatedError        a turn hit max_tokens before any answer
+        └── OutputValidationError       the answer did not match output_type, repairs spent
 
 Third-party exceptions (httpx, vllm, playwright, openai_harmony) are mapped to these at the
 adapter that calls them, so callers only ever need ``except HarmonyAgentError``.
@@ -49,6 +50,7 @@ __all__ = [
     "HarmonyAgentError",
     "MaxTurnsError",
     "OutputTruncatedError",
+    "OutputValidationError",
     "PromptRenderError",
     "RunError",
     "ScriptExhaustedError",
@@ -155,3 +157,15 @@ class PromptRenderError(RunError):
 
 class OutputTruncatedError(RunError):
     """A turn stopped on max_tokens before producing an answer or a complete tool call."""
+
+
+class OutputValidationError(RunError):
+    """The final answer did not match the run's ``output_type``, after ``output_retries``
+    repair turns. ``result`` is the run so far (``final_text``: the last answer, ``output``:
+    None); ``where`` and ``reason`` say what was wrong with it."""
+
+    def __init__(self, message: str, *, result: object, where: str, reason: str) -> None:
+        super().__init__(message)
+        self.result = result
+        self.where = where
+        self.reason = reason

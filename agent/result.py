@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from openai_harmony import Message
 
 from .events import Event
 
 __all__ = ["RunResult", "RunUsage", "ToolCallRecord"]
+
+OutputT = TypeVar("OutputT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,12 @@ class RunUsage:
 
 
 @dataclass(slots=True)
-class RunResult:
+class RunResult(Generic[OutputT]):
     """The outcome of ``Agent.run``.
+
+    ``output`` is the validated answer when the run has an ``output_type`` (a pydantic model
+    instance, a dataclass, a dict for a JSON schema, ...), else None; ``final_text`` is always
+    the answer's raw text.
 
     ``messages`` is the conversation as harmony ``Message`` objects (system, developer, user,
     assistant and tool messages); ``prompt_ids`` the last prompt sent to the engine and
@@ -72,3 +78,4 @@ class RunResult:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str = "stop"
     truncated: bool = False
+    output: OutputT | None = None

@@ -33,6 +33,7 @@ from harmony_agent.errors import (
     EngineUnavailableError,
 )
 
+from ._structured import vllm_structured_outputs
 from .base import Chunk, Engine, GenerationRequest, TokenUsage
 
 __all__ = ["VLLMEngine"]
@@ -64,12 +65,19 @@ def _import_vllm() -> Any:
 
 
 class VLLMEngine(Engine):
-    """In-process vLLM (``AsyncLLM``) streaming DELTA token ids."""
+    """In-process vLLM (``AsyncLLM``) streaming DELTA token ids.
+
+    Structured final answers (``GenerationRequest.output_schema``) are constrained with an
+    xgrammar structural tag that starts at the final-channel header. vLLM compiles grammars
+    against its tokenizer, so :attr:`constrains_output` holds only when the engine loads one:
+    pass ``skip_tokenizer_init=False`` (the model directory must have the tokenizer files).
+    """
 
     def __init__(self, model: str = "openai/gpt-oss-20b", **overrides: Any) -> None:
         self.model = model
         self.engine_args = {**GPU_DEFAULTS, **overrides, "model": model}
         self.context_window = self.engine_args.get("max_model_len")
+        self.constrains_output = not self.engine_args.get("skip_tokenizer_init", False)
         self._llm: Any = None
         self._lock = anyio.Lock()
 
@@ -112,14 +120,25 @@ class VLLMEngine(Engine):
             value = getattr(request, key)
             if value is not None:
                 kwargs[key] = value
-        if request.constraint is not None:
+        if request.constraint is not None and request.output_schema is not None:
+            raise ConfigurationError(
+                "a request takes a constraint or an output_schema, not both; drop the constraint"
+            )
+        constraint = request.constraint
+        if request.output_schema is not None:
+            constraint = vllm_structured_outputs(request.output_schema, request.prompt_ids)
+            # Once the JSON is complete the grammar allows only stop ids; without this the
+            # model's own end-of-text is one of them, and the answer would end in it rather
+            # than in <|return|>.
+            kwargs["ignore_eos"] = True
+        if constraint is not None:
             try:
                 from vllm.sampling_params import StructuredOutputsParams
             except ImportError as exc:
                 raise ConfigurationError(
                     "this vLLM has no structured outputs; drop the constraint"
                 ) from exc
-            kwargs["structured_outputs"] = StructuredOutputsParams(**request.constraint)
+            kwargs["structured_outputs"] = StructuredOutputsParams(**constraint)
         return SamplingParams(**kwargs)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
