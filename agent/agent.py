@@ -229,9 +229,7 @@ class Agent:
         if output is not None:
             before = bool(self.instructions or self.registry.functions)
             formats = response_formats_text(output, after_other_content=before)
-        developer = hm.build_developer_message(
-            self.instructions, self.registry.functions, formats
-        )
+        developer = hm.build_developer_message(self.instructions, self.registry.functions, formats)
         if developer is not None:
             messages.append(developer)
         messages.append(user)
@@ -346,9 +344,7 @@ class Agent:
     ) -> RunResult[Any]:
         """:meth:`run` for synchronous code (starts its own event loop)."""
         return anyio.run(
-            lambda: self.run(
-                task, history=history, deps=deps, trace=trace, output_type=output_type
-            )
+            lambda: self.run(task, history=history, deps=deps, trace=trace, output_type=output_type)
         )
 
     def resume_stream(

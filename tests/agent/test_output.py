@@ -85,9 +85,8 @@ def test_each_output_type_is_validated(output_type, body, expected, as_json):
 @pytest.mark.parametrize("header", ["final", "final json", "final <|constrain|>json"])
 @pytest.mark.parametrize("chunk_size", [1, 3, 1000], ids=["token", "chunks", "whole"])
 def test_each_final_header_form_is_the_answer(header, chunk_size):
-    reply = (
-        "<|channel|>analysis<|message|>Look it up.<|end|><|start|>assistant"
-        + final('{"name":"Oslo","population":709000}', header)
+    reply = "<|channel|>analysis<|message|>Look it up.<|end|><|start|>assistant" + final(
+        '{"name":"Oslo","population":709000}', header
     )
     agent = agent_for([reply], City, engine_kwargs={"chunk_size": chunk_size})
     result = agent.run_sync("q")

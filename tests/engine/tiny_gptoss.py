@@ -96,9 +96,7 @@ def write_tokenizer(out_dir: Path) -> Path:
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     enc = load_encoding()
-    specials = sorted(
-        enc.special_tokens_set, key=lambda t: enc.encode(t, allowed_special="all")[0]
-    )
+    specials = sorted(enc.special_tokens_set, key=lambda t: enc.encode(t, allowed_special="all")[0])
     first = enc.encode(specials[0], allowed_special="all")[0]
     ids = [enc.encode(t, allowed_special="all")[0] for t in specials]
     if ids != list(range(first, first + len(ids))):
