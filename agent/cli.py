@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import json
 import os
 import shlex
 import signal
@@ -62,16 +63,14 @@ def _with_flags(exc: HarmonyAgentError, *, first_line: bool = False) -> str:
     return f"{text} ({', '.join(flags)})" if flags else text
 
 
-def _import_target(target: str) -> Any:
+def _import_target(target: str, flag: str = "--tools") -> Any:
     if ":" not in target:
-        raise ConfigurationError(
-            f"--tools {target!r}: expected MODULE:ATTR or path/to/file.py:ATTR"
-        )
+        raise ConfigurationError(f"{flag} {target!r}: expected MODULE:ATTR or path/to/file.py:ATTR")
     module_name, _, attr = target.rpartition(":")
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():
-            raise ConfigurationError(f"--tools {target!r}: file {module_name} does not exist")
+            raise ConfigurationError(f"{flag} {target!r}: file {module_name} does not exist")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -83,14 +82,43 @@ def _import_target(target: str) -> Any:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ConfigurationError(
-                f"--tools {target!r}: cannot import {module_name}: {exc}"
+                f"{flag} {target!r}: cannot import {module_name}: {exc}"
             ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise ConfigurationError(
-            f"--tools {target!r}: {module_name} has no attribute {attr!r}"
+            f"{flag} {target!r}: {module_name} has no attribute {attr!r}"
         ) from None
+
+
+def load_output_type(spec: str | None) -> Any:
+    """``--output-schema``: a JSON schema file, or ``MODULE:ATTR`` naming a type."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.suffix == ".json" or path.is_file():
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigurationError(f"--output-schema {spec!r}: cannot read it: {exc}") from None
+        except ValueError as exc:
+            raise ConfigurationError(f"--output-schema {spec!r}: not JSON: {exc}") from None
+        if not isinstance(schema, dict):
+            raise ConfigurationError(
+                f"--output-schema {spec!r}: a JSON schema is an object, got {type(schema).__name__}"
+            )
+        return schema
+    return _import_target(spec, "--output-schema")
+
+
+def print_output(out: Console, value: Any) -> None:
+    """The validated answer on stdout: pretty JSON on a terminal, one line otherwise."""
+    if out.is_terminal:
+        out.print_json(data=value)
+    else:
+        out.file.write(json.dumps(value, ensure_ascii=False) + "\n")
+        out.file.flush()
 
 
 def load_tools(targets: Sequence[str]) -> list[Tool | Toolset]:
@@ -235,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run to FILE as JSON lines (resume, replay, trace view)",
     )
     run.add_argument(
+        "--output-schema",
+        metavar="SCHEMA",
+        help="answer as JSON matching SCHEMA (a .json schema file, or MODULE:TYPE such as a "
+        "pydantic model); the validated JSON goes to stdout",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="overwrite the --trace FILE if it already holds a run (refused otherwise)",
@@ -364,7 +398,12 @@ def _view(args: argparse.Namespace, err: Console) -> EventView:
 
 
 async def _drive(
-    events: AsyncGenerator[Event, None], args: argparse.Namespace, out: Console, view: EventView
+    events: AsyncGenerator[Event, None],
+    args: argparse.Namespace,
+    out: Console,
+    view: EventView,
+    *,
+    structured: bool = False,
 ) -> RunFinished | None:
     """Show a run's events; returns its RunFinished event (None if it did not finish)."""
     finished = None
@@ -381,11 +420,15 @@ async def _drive(
     finally:
         view.stop()
     if finished is not None and not args.json:
-        view.answer(out, finished.final_text)
+        if structured:
+            print_output(out, finished.output)
+        else:
+            view.answer(out, finished.final_text)
     return finished
 
 
 async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    output_type = await anyio.to_thread.run_sync(load_output_type, args.output_schema)
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
     async with engine:
         agent = _agent(args, engine)
@@ -394,7 +437,8 @@ async def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             from .trace import TraceWriter
 
             trace = TraceWriter(args.trace, overwrite=args.force)
-        await _drive(agent.stream(args.task, trace=trace), args, out, _view(args, err))
+        events = agent.stream(args.task, trace=trace, output_type=output_type)
+        await _drive(events, args, out, _view(args, err), structured=output_type is not None)
     return 0
 
 

@@ -42,8 +42,6 @@ class Flavor:
     #: whether that constraint holds only final-channel messages whatever the prompt (then an
     #: agent's turns can be constrained; else only prompts that already opened the final answer)
     constrains_turns: bool = False
-    #: fields sent along with the output constraint
-    output_constraint_extra: Mapping[str, Any] = field(default_factory=dict)
     #: the header (and body field, when not None) that keeps a session on one replica
     session_header: str = "x-session-id"
     session_field: str | None = None
@@ -66,7 +64,6 @@ class Flavor:
             value = getattr(request, key)
             if value is not None:
                 body[key] = value
-            body.update(self.output_constraint_extra)
         if self.stop == "ids":
             body["stop_token_ids"] = list(request.stop_token_ids)
         else:
@@ -89,7 +86,6 @@ class Flavor:
                     "drop the constraint"
                 )
             body[key] = value
-            body.update(self.output_constraint_extra)
         if request.session_id and self.session_field:
             body[self.session_field] = request.session_id
         if request.request_id and self.request_id_field:
@@ -130,8 +126,6 @@ VLLM = Flavor(
     constraint_field="structured_outputs",
     output_constraint=_vllm_constraint,
     constrains_turns=True,
-    # the grammar's last step allows only stop ids: the request's, not the model's end-of-text
-    output_constraint_extra={"ignore_eos": True},
     session_header="x-session-id",
     request_id_field="request_id",
     models_report_context=True,

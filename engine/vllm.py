@@ -127,10 +127,6 @@ class VLLMEngine(Engine):
         constraint = request.constraint
         if request.output_schema is not None:
             constraint = vllm_structured_outputs(request.output_schema, request.prompt_ids)
-            # Once the JSON is complete the grammar allows only stop ids; without this the
-            # model's own end-of-text is one of them, and the answer would end in it rather
-            # than in <|return|>.
-            kwargs["ignore_eos"] = True
         if constraint is not None:
             try:
                 from vllm.sampling_params import StructuredOutputsParams
