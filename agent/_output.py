@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any, is_typeddict
 
 import jsonschema
+import jsonschema.exceptions
+import jsonschema.validators
 import pydantic
 from harmony_agent.tools._schema import simplify_schema
 
@@ -193,11 +195,14 @@ def _renderable(schema: dict[str, Any], what: str) -> dict[str, Any]:
     return rendered
 
 
-def _check_refs(node: Any, root: dict[str, Any], seen: tuple[str, ...], what: str) -> None:
-    """Recursive and non-local ``$ref``: the prompt's schema would lose them."""
+def _check_refs(
+    node: Any, root: dict[str, Any], seen: tuple[str, ...], what: str, at: str = "$"
+) -> None:
+    """Recursive and non-local ``$ref``: the prompt's schema would lose them. ``at`` is where
+    in the answer the node applies (``$.children[]``), for the message."""
     if isinstance(node, list):
         for item in node:
-            _check_refs(item, root, seen, what)
+            _check_refs(item, root, seen, what, at)
         return
     if not isinstance(node, dict):
         return
@@ -205,29 +210,38 @@ def _check_refs(node: Any, root: dict[str, Any], seen: tuple[str, ...], what: st
     if isinstance(ref, str):
         if not ref.startswith("#/"):
             raise ConfigurationError(
-                f"{what} refers to {ref!r}, outside the schema; Harmony's prompt shows one "
-                "self-contained schema. Inline the referenced schema."
+                f"{what} refers to {ref!r} at {at}, outside the schema; Harmony's prompt shows "
+                "one self-contained schema. Inline the referenced schema."
             )
         if ref in seen:
-            field = ref.rsplit("/", 1)[-1]
+            name = ref.rsplit("/", 1)[-1]
             raise ConfigurationError(
-                f"{what} is recursive ({field} contains itself through {ref}): the schema the "
-                "model reads cannot show it, and the answer would not match what it was "
-                f"shown. Bound the depth (e.g. a list of a non-recursive {field}Summary), "
-                "or use a JSON schema dict without recursion."
+                f"{what} is recursive (the field at {at} is a {name} again, through {ref}): "
+                "the schema the model reads cannot show it, and the answer would not match "
+                f"what it was shown. Bound the depth (e.g. a list of a non-recursive "
+                f"{name}Summary), or use a JSON schema dict without recursion."
             )
-        node_target: Any = root
+        target: Any = root
         try:
             for part in ref[2:].split("/"):
-                node_target = node_target[part.replace("~1", "/").replace("~0", "~")]
+                target = target[part.replace("~1", "/").replace("~0", "~")]
         except (KeyError, TypeError, IndexError):
             raise ConfigurationError(
-                f"{what} refers to {ref!r}, which it does not define. Add it under $defs."
+                f"{what} refers to {ref!r} at {at}, which it does not define. Add it under $defs."
             ) from None
-        _check_refs(node_target, root, (*seen, ref), what)
+        _check_refs(target, root, (*seen, ref), what, at)
     for key, value in node.items():
-        if key not in ("$defs", "definitions", "$ref"):
-            _check_refs(value, root, seen, what)
+        if key in ("$defs", "definitions", "$ref"):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            for name, sub in value.items():
+                _check_refs(sub, root, seen, what, f"{at}.{name}")
+        elif key in ("items", "prefixItems", "additionalProperties"):
+            _check_refs(
+                value, root, seen, what, f"{at}[]" if key != "additionalProperties" else f"{at}.*"
+            )
+        else:
+            _check_refs(value, root, seen, what, at)
 
 
 def _path(loc: Any) -> str:

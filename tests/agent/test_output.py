@@ -300,7 +300,7 @@ class HoldsOpaque(pydantic.BaseModel):
 @pytest.mark.parametrize(
     ("output_type", "message"),
     [
-        (Tree, r"recursive \(Tree contains itself.*Bound the depth"),
+        (Tree, r"recursive \(the field at \$\.children\[\] is a Tree again.*Bound the depth"),
         (Opaque, r"Opaque cannot become a JSON schema"),
         (HoldsOpaque, r"HoldsOpaque cannot become a JSON schema.*JSON schema dict"),
         ({"type": "objekt"}, r"not a valid JSON schema \(at type:"),
