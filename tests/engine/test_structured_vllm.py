@@ -23,12 +23,7 @@ from harmony_agent.engine import GenerationRequest, OpenAICompatibleEngine
 from .tiny_gptoss import ASSISTANT, build, write_tokenizer
 from .vllm_server import CPU_ARGS, vllm_server
 
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.slow,
-    # torch's own import-time deprecation, reached when vLLM loads a tokenizer
-    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated"),
-]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 ENC = load_encoding()
 SEEDS = range(20)
 USER = "<|start|>user<|message|>Rate it.<|end|><|start|>assistant"
