@@ -17,10 +17,11 @@ from harmony_agent.engine.base import Engine
 from rich.console import Console
 
 from ._cli_approval import approver_for, decisions_for, paused, trace_for_pause
-from ._cli_load import builtin_tools, load_tools, make_engine, mcp_servers
+from ._cli_load import builtin_tools, import_target, load_tools, make_engine, mcp_servers
 from ._console import EventView, Prices, print_replay
 from ._hooks import UsageLimits
 from .agent import Agent, RunStream
+from .errors import ConfigurationError
 from .events import Event, RunFinished, RunPaused, event_to_json
 
 __all__ = ["cmd_chat", "cmd_replay", "cmd_resume", "cmd_run", "cmd_trace"]
@@ -67,10 +68,12 @@ def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
     )
 
 
-def _view(args: argparse.Namespace, out: Console, err: Console) -> EventView:
+def _view(
+    args: argparse.Namespace, out: Console, err: Console, *, stream_answer: bool = True
+) -> EventView:
     return EventView(
         err,
-        out=out,
+        out=out if stream_answer else None,
         show_reasoning=not args.hide_reasoning,
         prices=Prices(args.price_input, args.price_cached, args.price_output),
     )
@@ -100,6 +103,7 @@ async def _drive(
 
 
 async def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    output_type = await anyio.to_thread.run_sync(load_output_type, args.output_schema)
     approver = approver_for(args, err)
     trace_for_pause(args, err)
     engine = make_engine(args.engine, model=args.model, api_key_env=args.api_key_env)
@@ -110,10 +114,14 @@ async def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             from .trace import TraceWriter
 
             trace = TraceWriter(args.trace, overwrite=args.force)
-        stream = agent.stream(args.task, trace=trace, approver=approver)
-        end = await _drive(stream, args, out, _view(args, out, err))
+        stream = agent.stream(args.task, trace=trace, approver=approver, output_type=output_type)
+        # a structured answer is printed once validated (as JSON), not streamed as text
+        structured = output_type is not None
+        end = await _drive(stream, args, out, _view(args, out, err, stream_answer=not structured))
     if isinstance(end, RunPaused):
         return paused(args, err, end, stream)
+    if structured and isinstance(end, RunFinished) and not args.json:
+        print_output(out, end.output)
     return 0
 
 
@@ -210,3 +218,32 @@ async def cmd_trace(args: argparse.Namespace, out: Console, err: Console) -> int
     await anyio.Path(target).write_text(page, encoding="utf-8")
     out.file.write(f"{target}\n")
     return 0
+
+
+def load_output_type(spec: str | None) -> Any:
+    """``--output-schema``: a JSON schema file, or ``MODULE:ATTR`` naming a type."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.suffix == ".json" or path.is_file():
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigurationError(f"--output-schema {spec!r}: cannot read it: {exc}") from None
+        except ValueError as exc:
+            raise ConfigurationError(f"--output-schema {spec!r}: not JSON: {exc}") from None
+        if not isinstance(schema, dict):
+            raise ConfigurationError(
+                f"--output-schema {spec!r}: a JSON schema is an object, got {type(schema).__name__}"
+            )
+        return schema
+    return import_target(spec, "--output-schema")
+
+
+def print_output(out: Console, value: Any) -> None:
+    """The validated answer on stdout: pretty JSON on a terminal, one line otherwise."""
+    if out.is_terminal:
+        out.print_json(data=value)
+    else:
+        out.file.write(json.dumps(value, ensure_ascii=False) + "\n")
+        out.file.flush()

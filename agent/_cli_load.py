@@ -34,39 +34,38 @@ def make_engine(
     return engine_from_spec(spec, model=model, api_key_env=api_key_env)
 
 
-def _import_target(target: str) -> Any:
+def import_target(target: str, flag: str = "--tools") -> Any:
+    """``MODULE:ATTR`` or ``path/to/file.py:ATTR`` → the attribute; errors name ``flag``."""
     if ":" not in target:
-        raise ConfigurationError(
-            f"--tools {target!r}: expected MODULE:ATTR or path/to/file.py:ATTR"
-        )
+        raise ConfigurationError(f"{flag} {target!r}: expected MODULE:ATTR or path/to/file.py:ATTR")
     module_name, _, attr = target.rpartition(":")
     try:
-        module = _import_module(target, module_name)
+        module = _import_module(target, module_name, flag)
     except ConfigurationError:
         raise
     except SyntaxError as exc:  # the file itself, or a module it imports
         shown = _shown_path(exc.filename) if exc.filename else module_name
         where = f"{shown}, line {exc.lineno}" if exc.lineno else shown
         raise ConfigurationError(
-            f"--tools {target!r}: {where} has a syntax error: {exc.msg}"
+            f"{flag} {target!r}: {where} has a syntax error: {exc.msg}"
         ) from None
     except Exception as exc:  # raised while the module's top level ran
         raise ConfigurationError(
-            f"--tools {target!r}: importing {module_name} raised {_one_line(exc)}"
+            f"{flag} {target!r}: importing {module_name} raised {_one_line(exc)}"
         ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise ConfigurationError(
-            f"--tools {target!r}: {module_name} has no attribute {attr!r}"
+            f"{flag} {target!r}: {module_name} has no attribute {attr!r}"
         ) from None
 
 
-def _import_module(target: str, module_name: str) -> Any:
+def _import_module(target: str, module_name: str, flag: str) -> Any:
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():
-            raise ConfigurationError(f"--tools {target!r}: file {module_name} does not exist")
+            raise ConfigurationError(f"{flag} {target!r}: file {module_name} does not exist")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -77,9 +76,7 @@ def _import_module(target: str, module_name: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ConfigurationError(
-            f"--tools {target!r}: cannot import {module_name}: {exc}"
-        ) from None
+        raise ConfigurationError(f"{flag} {target!r}: cannot import {module_name}: {exc}") from None
 
 
 def _shown_path(filename: str) -> str:
@@ -105,7 +102,7 @@ def load_tools(targets: Sequence[str]) -> list[Tool | Toolset]:
     """Tools from ``MODULE:ATTR`` specs: a Tool, a Toolset, a plain function, or a list of them."""
     tools: list[Tool | Toolset] = []
     for target in targets:
-        value = _import_target(target)
+        value = import_target(target)
         items = value if isinstance(value, list | tuple) else [value]
         for item in items:
             if isinstance(item, Tool | Toolset):

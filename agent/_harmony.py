@@ -18,6 +18,7 @@ from openai_harmony import (
     RenderConversationConfig,
     Role,
     SystemContent,
+    TextContent,
     ToolDescription,
 )
 
@@ -85,15 +86,22 @@ def _describe(tool: Tool) -> ToolDescription:
     return ToolDescription.new(tool.name, tool.description, parameters=params)
 
 
-def build_developer_message(instructions: str | None, functions: Sequence[Tool]) -> Message | None:
-    """The developer message, or None when there are neither instructions nor functions."""
-    if not instructions and not functions:
+def build_developer_message(
+    instructions: str | None, functions: Sequence[Tool], response_formats: str | None = None
+) -> Message | None:
+    """The developer message, or None when there are neither instructions nor functions nor
+    response formats. ``response_formats`` (the ``# Response Formats`` section) is a second
+    text content: harmony renders a message's contents in order and has no API for it."""
+    if not instructions and not functions and not response_formats:
         return None
     content = DeveloperContent.new()
     if instructions:
         content = content.with_instructions(instructions)
     if functions:
         content = content.with_function_tools([_describe(t) for t in functions])
+    if response_formats:
+        parts = [content, TextContent(text=response_formats)]
+        return Message.from_role_and_contents(Role.DEVELOPER, parts)
     return Message.from_role_and_content(Role.DEVELOPER, content)
 
 

@@ -1,11 +1,12 @@
 """One run of the loop, as named steps over explicit run state.
 
-    (compact?) → sample → decide ─┬─ Resample   → resample    ─┐
-                                  ├─ CallTool   → tool_step   ─┤
-                                  ├─ ForceFinal → force_final ─┼→ (compact?) → sample …
-                                  ├─ Pause      → pause       ─┘  (approved by the approver)
+    (compact?) → sample → decide ─┬─ Resample     → resample    ─┐
+                                  ├─ CallTool     → tool_step   ─┤
+                                  ├─ ForceFinal   → force_final ─┤
+                                  ├─ RepairOutput → repair      ─┼→ (compact?) → sample …
+                                  ├─ Pause        → pause       ─┘  (approved by the approver)
                                   │                  or the run ends paused → resume_step → …
-                                  └─ Finish     → finish        (the run ends)
+                                  └─ Finish       → finish        (the run ends)
 
 :meth:`Run.sample` makes one engine request and parses the sampled ids as they stream.
 :meth:`Run.decide` looks at what came back and returns what happens next, as a small typed
@@ -36,7 +37,7 @@ from typing import Any, assert_never
 import anyio.to_thread
 from harmony_agent.engine.base import FinishReason, TokenUsage
 from harmony_agent.tools.base import RunContext, Tool, ToolResult
-from openai_harmony import Message
+from openai_harmony import Message, Role
 
 from . import _context as cx
 from . import _harmony as hm
@@ -52,9 +53,11 @@ from ._hooks import (
     declined_result,
     needs_approval,
 )
+from ._output import OutputInvalid, OutputSpec, repair_message
 from ._parse import TurnParser
 from ._registry import is_tool_recipient
 from ._state import LoopAgent, Recorder, RunState
+from ._tokens import END, RETURN
 from ._transcript import Transcript
 from ._turn import (
     DEFAULT_CONTEXT_WINDOW,
@@ -63,6 +66,7 @@ from ._turn import (
     ForceFinal,
     NextStep,
     Pause,
+    RepairOutput,
     Resample,
     Sampled,
     call_request,
@@ -74,6 +78,7 @@ from .errors import (
     EngineError,
     HarmonyAgentError,
     MaxTurnsError,
+    OutputValidationError,
     RunStoppedError,
     ToolErrorBudgetError,
     UnknownToolError,
@@ -94,7 +99,17 @@ from .events import (
 )
 from .result import RunResult, RunUsage, ToolCallRecord, ToolCallRequest
 
-__all__ = ["CallTool", "Compact", "Finish", "ForceFinal", "NextStep", "Pause", "Resample", "Run"]
+__all__ = [
+    "CallTool",
+    "Compact",
+    "Finish",
+    "ForceFinal",
+    "NextStep",
+    "Pause",
+    "RepairOutput",
+    "Resample",
+    "Run",
+]
 
 #: outcomes of user decisions, not tool failures: they do not count against max_tool_errors
 _DECIDED = frozenset({"rejected", "denied"})
@@ -121,6 +136,7 @@ class Run:
     resumed state's pending calls (checked by ``Agent.resume``). ``approval`` is the agent's
     approval policy for every tool, ``approver`` decides calls that need approval instead
     of pausing. :attr:`sampled` is the latest turn's output, set by :meth:`sample`.
+    ``output`` is the run's output type (None: the agent's, if it has one).
     """
 
     agent: LoopAgent
@@ -152,8 +168,11 @@ class Run:
     max_reasoning_tokens: int | None = None
     compactions: int = 0
     warned: set[float] = field(default_factory=set)
+    output: OutputSpec | None = None
+    output_repairs: int = 0
 
     def __post_init__(self) -> None:
+        self.output = self.output or self.agent.output
         if self.resume is not None:
             self.run_id = self.resume.run_id
             self.usage = RunUsage(**asdict(self.resume.usage))
@@ -181,6 +200,8 @@ class Run:
                         run_id=self.run_id, task=self.task, tools=tuple(self.agent.registry.tools)
                     )
                 )
+                if self.output is not None and not self.agent.engine.constrains_output:
+                    yield await self._record(self._unconstrained_warning())
                 async with aclosing(self._turns(ctx, first_turn)) as steps:
                     async for event in steps:
                         yield await self._record(event)
@@ -246,9 +267,11 @@ class Run:
             self.messages = list(self.resume.messages)
             self.transcript = Transcript(self.resume.prompt_ids)
             return self.resume.next_turn
-        self.messages = agent.initial_messages(self.task, self.history)
+        self.messages = agent.initial_messages(self.task, self.history, self.output)
         # Encoding is CPU work that grows with the text: long tasks off the event loop.
-        if self.history is None:
+        if self.history is None and self.output is not agent.output:
+            prompt = await hm.off_loop(len(self.task), agent.first_prompt, self.task, self.output)
+        elif self.history is None:
             prompt = await hm.off_loop(len(self.task), agent.first_prompt, self.task)
         else:
             size = len(self.task) + hm.OFF_LOOP_CHARS
@@ -289,6 +312,8 @@ class Run:
                     carried_out = self.force_final(step)
                 case Finish():
                     carried_out = self.finish(step)
+                case RepairOutput():
+                    carried_out = self.repair(step)
                 case _:
                     assert_never(step)
             async with aclosing(carried_out) as events:
@@ -424,7 +449,8 @@ class Run:
         usage: TokenUsage | None = None
         self._check_room(prompt)
         try:
-            request = request_for(self.agent, prompt, self.run_id, self.turn)
+            schema = self.output.schema if self.output and engine.constrains_output else None
+            request = request_for(self.agent, prompt, self.run_id, self.turn, schema)
             async with aclosing(engine.generate(request)) as chunks:
                 async for chunk in chunks:
                     output.extend(chunk.token_ids)
@@ -558,6 +584,12 @@ class Run:
             if needs_approval:
                 return Pause(sampled, last, last.recipient)
             return CallTool(sampled, last, last.recipient)
+        if self.output is not None:
+            text, _ = final_text(sampled, self.agent.max_tokens_per_turn)
+            try:
+                return Finish(sampled, self.output.validate(text))
+            except OutputInvalid as error:
+                return RepairOutput(sampled, text, error)
         return Finish(sampled)
 
     # --- resample: the output did not parse ----------------------------------------------
@@ -786,7 +818,20 @@ class Run:
         text, warning = final_text(sampled, self.agent.max_tokens_per_turn)
         if warning:
             yield WarningEvent(run_id=self.run_id, turn=self.turn, message=warning)
-        self.result = RunResult(
+        self.result = self._result(sampled, text, step.output)
+        yield RunFinished(
+            run_id=self.run_id,
+            turn=self.turn,
+            final_text=text,
+            turns=self.usage.turns,
+            prompt_tokens=self.usage.prompt_tokens,
+            cached_prompt_tokens=self.usage.cached_prompt_tokens,
+            output_tokens=self.usage.output_tokens,
+            output=None if self.output is None else self.output.to_json(step.output),
+        )
+
+    def _result(self, sampled: Sampled, text: str, output: Any) -> RunResult:
+        return RunResult(
             run_id=self.run_id,
             final_text=text,
             tool_calls=self.calls,
@@ -797,13 +842,60 @@ class Run:
             token_ids=[*sampled.prompt, *sampled.output],
             finish_reason=sampled.finish_reason,
             truncated=sampled.finish_reason == "length",
+            output=output,
         )
-        yield RunFinished(
+
+    # --- repair: the answer does not match the output type -------------------------------
+
+    async def repair(self, step: RepairOutput) -> Steps:
+        """Tell the model what is wrong with its answer and let it answer again: the sampled
+        ids and a user message are appended (nothing is re-rendered, the prefix stays cached).
+        Past ``output_retries``: :class:`OutputValidationError` with the run so far."""
+        spec, sampled, error = self.output, step.sampled, step.error
+        if spec is None:  # decide() repairs only runs with an output type
+            raise RuntimeError("a repair step in a run without an output type")
+        self.messages.extend(sampled.messages)
+        if self.output_repairs >= self.agent.output_retries:
+            raise OutputValidationError(
+                f"the answer does not match {spec.name} at {error.where}: {error.reason} "
+                f"(after {self.output_repairs} repair turns). Raise output_retries, make the "
+                "instructions say what each field holds, or use an engine that constrains "
+                "decoding (VLLMEngine, a vLLM server).",
+                result=self._result(sampled, step.text, None),
+                where=error.where,
+                reason=error.reason,
+            )
+        self.output_repairs += 1
+        yield WarningEvent(
             run_id=self.run_id,
             turn=self.turn,
-            final_text=text,
-            turns=self.usage.turns,
-            prompt_tokens=self.usage.prompt_tokens,
-            cached_prompt_tokens=self.usage.cached_prompt_tokens,
-            output_tokens=self.usage.output_tokens,
+            message=(
+                f"the answer does not match {spec.name} ({error}); asking the model to correct "
+                f"it ({self.output_repairs}/{self.agent.output_retries})"
+            ),
+        )
+        text = repair_message(spec, error)
+        self.messages.append(Message.from_role_and_content(Role.USER, text))
+        # a finished answer is stored with <|end|>, as harmony renders it in a conversation
+        output = list(sampled.output)
+        if output and output[-1] == RETURN:
+            output[-1] = END
+        appended = [
+            *hm.render_user(self.agent.encoding, text),
+            *hm.assistant_start_ids(self.agent.encoding),
+        ]
+        self.transcript.extend(output)
+        self.transcript.extend(appended)
+        if self.recorder is not None:
+            await self.recorder.step(self.state(self.turn + 1), output, appended)
+
+    def _unconstrained_warning(self) -> WarningEvent:
+        engine = type(self.agent.engine).__name__
+        return WarningEvent(
+            run_id=self.run_id,
+            turn=self.turn,
+            message=(
+                f"{engine} cannot constrain decoding to the output type; the answer is held "
+                "to it by the prompt's response format and validation only"
+            ),
         )

@@ -18,6 +18,7 @@ from harmony_agent.tools.base import RunContext
 from openai_harmony import HarmonyEncoding, Message
 
 from ._context import Compaction
+from ._output import OutputSpec
 from ._registry import ToolRegistry
 from .errors import RunStateError
 from .events import Event
@@ -190,15 +191,19 @@ class LoopAgent(Protocol):
     files_dir: Path | None
     tracer_provider: Any
     trace_content: bool | None
+    output: OutputSpec | None
+    output_retries: int
 
     def run_context(self, run_id: str, deps: Any) -> AbstractAsyncContextManager[RunContext]:
         """The context of one run, its toolsets prepared before the prompt is rendered."""
         ...
 
-    def initial_messages(self, task: str, history: RunResult | None = None) -> list[Message]:
+    def initial_messages(
+        self, task: str, history: RunResult | None = None, output: OutputSpec | None = None
+    ) -> list[Message]:
         """The conversation the first prompt of a run renders."""
         ...
 
-    def first_prompt(self, task: str) -> list[int]:
+    def first_prompt(self, task: str, output: OutputSpec | None = None) -> list[int]:
         """The first prompt of a new run, as token ids."""
         ...

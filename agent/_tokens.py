@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_STOP_TOKEN_IDS",
     "END",
     "ENDOFTEXT",
+    "FINAL_WORD",
     "MESSAGE",
     "MODEL_STOP_TOKEN_IDS",
     "RETURN",
@@ -29,6 +30,7 @@ START = 200006  # <|start|>: a message header begins
 END = 200007  # <|end|>: a message is complete (more may follow)
 MESSAGE = 200008  # <|message|>: the header ends, content begins
 CALL = 200012  # <|call|>: a tool call is complete
+FINAL_WORD = 17196  # "final": the final channel's name, one ordinary token
 
 #: gpt-oss's vocabulary size (its ``vocab_size``): every id a model samples is in [0, VOCAB_SIZE).
 VOCAB_SIZE = 201088

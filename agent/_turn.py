@@ -16,6 +16,7 @@ from openai_harmony import Message
 
 from . import _json
 from ._harmony import message_text
+from ._output import OutputInvalid
 from ._parse import Delta, MessageStart
 from ._registry import ToolRegistry, is_tool_recipient
 from ._state import LoopAgent
@@ -31,6 +32,7 @@ __all__ = [
     "ForceFinal",
     "NextStep",
     "Pause",
+    "RepairOutput",
     "Resample",
     "Sampled",
     "call_request",
@@ -92,9 +94,11 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """No tool call: this turn's messages are the answer."""
+    """No tool call: this turn's messages are the answer (``output``: its validated value,
+    when the run has an output type)."""
 
     sampled: Sampled
+    output: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +110,28 @@ class ForceFinal:
     reason: str
 
 
-NextStep = Resample | CallTool | Pause | ForceFinal | Finish
+@dataclass(frozen=True, slots=True)
+class RepairOutput:
+    """The answer does not match the run's output type: tell the model where and why, and
+    sample again (within ``output_retries``)."""
+
+    sampled: Sampled
+    text: str
+    error: OutputInvalid
+
+
+NextStep = Resample | CallTool | Pause | ForceFinal | RepairOutput | Finish
 
 
 def request_for(
-    agent: LoopAgent, prompt: Sequence[int], run_id: str, turn: int
+    agent: LoopAgent,
+    prompt: Sequence[int],
+    run_id: str,
+    turn: int,
+    output_schema: dict[str, Any] | None = None,
 ) -> GenerationRequest:
-    """The engine request of one turn: as many tokens as the context window has room for."""
+    """The engine request of one turn: as many tokens as the context window has room for
+    (``output_schema``: the final answer's, for an engine that constrains decoding)."""
     window = agent.context_window or agent.engine.context_window or DEFAULT_CONTEXT_WINDOW
     room = window - len(prompt)
     if room < _MIN_ROOM:
@@ -127,6 +146,7 @@ def request_for(
         temperature=agent.temperature,
         top_p=agent.top_p,
         seed=agent.seed,
+        output_schema=output_schema,
         session_id=run_id,
         request_id=f"{run_id}-{turn}",
     )

@@ -63,6 +63,7 @@ from ._checks import check_agent_arguments, check_history, check_no_running_loop
 from ._context import DEFAULT_WARNINGS, Compaction
 from ._encoding import load_encoding
 from ._hooks import Approver, Decision, Hooks, UsageLimits, check_decisions
+from ._output import OutputSpec, output_spec, response_formats_text
 from ._registry import ToolRegistry
 from ._run import Run
 from ._state import Recorder, RunState
@@ -105,6 +106,13 @@ class Agent:
             semantic conventions); default: the one :func:`harmony_agent.instrument` set, if any.
         trace_content: put prompts, arguments, outputs and reasoning on the spans (default:
             what :func:`harmony_agent.instrument` said; off).
+        output_type: the answer's type: a pydantic model, dataclass, TypedDict, a type such
+            as ``int`` or ``list[str]``, or a JSON schema dict. The developer message gets a
+            ``# Response Formats`` section, engines that can hold the final channel to the
+            schema do, and ``RunResult.output`` is the validated value (a run may set its
+            own: ``agent.run(task, output_type=...)``).
+        output_retries: answers that fail validation the model may correct (each gets a
+            message naming the path and the reason) before :class:`OutputValidationError`.
 
     Toolsets that hold connections (MCP servers) share one per server across runs inside
     ``async with agent:`` (or until ``await agent.aclose()``); a run outside it connects
@@ -139,6 +147,8 @@ class Agent:
         files_dir: str | Path | None = None,
         tracer_provider: Any = None,
         trace_content: bool | None = None,
+        output_type: Any = None,
+        output_retries: int = 1,
         usage_limits: UsageLimits | None = None,
         hooks: Hooks | None = None,
         needs_approval: ApprovalPolicy = False,
@@ -179,6 +189,10 @@ class Agent:
         self.top_p = top_p
         self.seed = seed
         self.context_window = context_window
+        if not isinstance(output_retries, int) or output_retries < 0:
+            raise ConfigurationError(f"output_retries must be 0 or more, got {output_retries!r}")
+        self.output: OutputSpec | None = None if output_type is None else output_spec(output_type)
+        self.output_retries = output_retries
         self.compaction = _compaction(compaction, bool(self.registry.tools))
         self.max_reasoning_tokens = _positive("max_reasoning_tokens", max_reasoning_tokens)
         self.context_warnings = _fractions(context_warnings)
@@ -251,34 +265,54 @@ class Agent:
 
     # --- prompts ---------------------------------------------------------------------------
 
-    def initial_messages(self, task: str, history: RunResult | None = None) -> list[Message]:
-        """The conversation the first prompt of a run renders."""
+    def initial_messages(
+        self, task: str, history: RunResult | None = None, output: OutputSpec | None = None
+    ) -> list[Message]:
+        """The conversation the first prompt of a run renders (``output``: the run's own
+        output type, when it overrides the agent's)."""
         user = Message.from_role_and_content(Role.USER, task)
         if history is not None:
             return [*hm.drop_stale_analysis(history.messages), user]
         messages = [hm.build_system_message(self.settings, self.registry.namespaces)]
-        developer = hm.build_developer_message(self.instructions, self.registry.functions)
+        output = output or self.output
+        formats = None
+        if output is not None:
+            before = bool(self.instructions or self.registry.functions)
+            formats = response_formats_text(output, after_other_content=before)
+        developer = hm.build_developer_message(self.instructions, self.registry.functions, formats)
         if developer is not None:
             messages.append(developer)
         messages.append(user)
         return messages
 
-    def first_prompt(self, task: str) -> list[int]:
+    def first_prompt(self, task: str, output: OutputSpec | None = None) -> list[int]:
         """The first prompt of a new run: the system and developer messages (rendered once
-        per agent) followed by the user's task and ``<|start|>assistant``."""
-        if self._prefix is None:
-            head = self.initial_messages("")[:-1]
-            self._prefix = hm.guard_render(
-                "the system and developer messages",
-                self.encoding.render_conversation,
-                Conversation.from_messages(head),
-                RenderConversationConfig(auto_drop_analysis=False),
-            )
+        per agent) followed by the user's task and ``<|start|>assistant``. A run's own
+        ``output`` type renders its own developer message."""
+        if output is not None and output is not self.output:
+            prefix = self._render_head(output)
+        else:
+            if self._prefix is None:
+                self._prefix = self._render_head(None)
+            prefix = self._prefix
         return [
-            *self._prefix,
+            *prefix,
             *hm.render_user(self.encoding, task),
             *hm.assistant_start_ids(self.encoding),
         ]
+
+    def _render_head(self, output: OutputSpec | None) -> list[int]:
+        head = self.initial_messages("", output=output)[:-1]
+        return hm.guard_render(
+            "the system and developer messages",
+            self.encoding.render_conversation,
+            Conversation.from_messages(head),
+            RenderConversationConfig(auto_drop_analysis=False),
+        )
+
+    def _output_for(self, output_type: Any) -> OutputSpec | None:
+        """A run's output type: its own, else the agent's (None: inherit)."""
+        return None if output_type is None else output_spec(output_type)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -295,6 +329,7 @@ class Agent:
         hooks: Hooks | None = None,
         approver: Approver | None = None,
         max_reasoning_tokens: int | None = None,
+        output_type: Any = None,
     ) -> Run:
         check_task(task)
         check_history(history)
@@ -319,6 +354,7 @@ class Agent:
             approval=self.needs_approval,
             approver=approver,
             max_reasoning_tokens=_positive("max_reasoning_tokens", max_reasoning_tokens),
+            output=self._output_for(output_type),
             decisions=decisions,
         )
 
@@ -333,6 +369,7 @@ class Agent:
         hooks: Hooks | None = None,
         approver: Approver | None = None,
         max_reasoning_tokens: int | None = None,
+        output_type: Any = None,
     ) -> RunStream:
         """Run and yield events as they happen; the last is ``RunFinished``, ``RunPaused`` or
         ``ErrorEvent``. Once iterated to the end, the stream's ``result`` is the
@@ -357,6 +394,7 @@ class Agent:
                 hooks=hooks,
                 approver=approver,
                 max_reasoning_tokens=max_reasoning_tokens,
+                output_type=output_type,
             )
         )
 
@@ -372,6 +410,7 @@ class Agent:
         hooks: Hooks | None = None,
         approver: Approver | None = None,
         max_reasoning_tokens: int | None = None,
+        output_type: Any = None,
     ) -> RunResult:
         """Run ``task`` to its final answer (or to a pause, when a call needs approval).
 
@@ -398,6 +437,7 @@ class Agent:
             hooks=hooks,
             approver=approver,
             max_reasoning_tokens=max_reasoning_tokens,
+            output_type=output_type,
         )
         return await _finish(run, on_event)
 
@@ -413,6 +453,7 @@ class Agent:
         hooks: Hooks | None = None,
         approver: Approver | None = None,
         max_reasoning_tokens: int | None = None,
+        output_type: Any = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code (starts its own event loop)."""
         check_no_running_loop("run_sync")
@@ -427,6 +468,7 @@ class Agent:
                 hooks=hooks,
                 approver=approver,
                 max_reasoning_tokens=max_reasoning_tokens,
+                output_type=output_type,
             )
         )
 

@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run to FILE as JSON lines (resume, replay, trace view)",
     )
     run.add_argument(
+        "--output-schema",
+        metavar="SCHEMA",
+        help="answer as JSON matching SCHEMA (a .json schema file, or MODULE:TYPE such as a "
+        "pydantic model); the validated JSON goes to stdout",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="overwrite the --trace FILE if it already holds a run (refused otherwise)",

@@ -30,7 +30,8 @@ a tool message and the run goes on (within ``Agent(max_tool_errors=...)``). Erro
         ├── OutputTruncatedError        a turn hit max_tokens before any answer
         ├── UsageLimitExceeded          a UsageLimits figure was reached
         ├── HookError                   a hook or an approval policy raised
-        └── RunStoppedError             on_turn_end asked the run to stop
+        ├── RunStoppedError             on_turn_end asked the run to stop
+        └── OutputValidationError       the answer did not match output_type, repairs spent
 
 An error that ends a run carries what the run did up to then in ``result`` (a ``RunResult``
 whose ``status`` is ``"error"``: messages, tool calls, usage, events, token ids); it is
@@ -64,6 +65,7 @@ __all__ = [
     "HookError",
     "MaxTurnsError",
     "OutputTruncatedError",
+    "OutputValidationError",
     "PromptRenderError",
     "RunError",
     "RunStateError",
@@ -214,3 +216,15 @@ class HookError(RunError):
 
 class RunStoppedError(RunError):
     """``on_turn_end`` returned ``StopRun``: the run ended early, at its caller's request."""
+
+
+class OutputValidationError(RunError):
+    """The final answer did not match the run's ``output_type``, after ``output_retries``
+    repair turns. ``result`` is the run so far (``final_text``: the last answer, ``output``:
+    None); ``where`` and ``reason`` say what was wrong with it."""
+
+    def __init__(self, message: str, *, result: RunResult, where: str, reason: str) -> None:
+        super().__init__(message)
+        self.result = result
+        self.where = where
+        self.reason = reason

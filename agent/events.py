@@ -188,6 +188,9 @@ class ForcedTokens:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished:
+    """The run's answer. ``output``: the validated structured answer as JSON (a run with an
+    ``output_type``), else None."""
+
     run_id: str
     turn: int
     final_text: str
@@ -195,6 +198,7 @@ class RunFinished:
     prompt_tokens: int
     cached_prompt_tokens: int
     output_tokens: int
+    output: Any = None
     type: Literal["run_finished"] = "run_finished"
 
 

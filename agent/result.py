@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from openai_harmony import Message
 
@@ -35,6 +35,9 @@ class ToolCallRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+OutputT = TypeVar("OutputT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +81,12 @@ class RunUsage:
 
 
 @dataclass(slots=True)
-class RunResult:
+class RunResult(Generic[OutputT]):
     """The outcome of ``Agent.run``.
+
+    ``output`` is the validated answer when the run has an ``output_type`` (a pydantic model
+    instance, a dataclass, a dict for a JSON schema, ...), else None; ``final_text`` is always
+    the answer's raw text.
 
     ``messages`` is the conversation as harmony ``Message`` objects (system, developer, user,
     assistant and tool messages); ``prompt_ids`` the last prompt sent to the engine and
@@ -106,3 +113,4 @@ class RunResult:
     interruptions: list[ToolCallRequest] = field(default_factory=list)
     #: a ``RunState`` (typed loosely: the state module imports this one)
     state: Any = None
+    output: OutputT | None = None

@@ -8,12 +8,14 @@ where cached-token counts come back. A new server is a new :class:`Flavor` value
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harmony_agent._tokens import STOP_STRINGS
+from harmony_agent.errors import ConfigurationError
 
+from ._structured import prompt_in_final, vllm_structured_outputs
 from .base import GenerationRequest
 
 __all__ = ["FIREWORKS", "FLAVORS", "VLLM", "Flavor"]
@@ -34,6 +36,12 @@ class Flavor:
     fixed_streaming: Mapping[str, Any] = field(default_factory=dict)
     #: the body field that carries a structured-output constraint
     constraint_field: str = "structured_outputs"
+    #: how a final answer's JSON schema is sent: (schema, prompt ids) → (body field, value);
+    #: None: the server cannot constrain decoding
+    output_constraint: Callable[[dict[str, Any], Sequence[int]], tuple[str, Any]] | None = None
+    #: whether that constraint holds only final-channel messages whatever the prompt (then an
+    #: agent's turns can be constrained; else only prompts that already opened the final answer)
+    constrains_turns: bool = False
     #: the header (and body field, when not None) that keeps a session on one replica
     session_header: str = "x-session-id"
     session_field: str | None = None
@@ -65,6 +73,19 @@ class Flavor:
             body.update(self.fixed_streaming)
         if request.constraint is not None:
             body[self.constraint_field] = request.constraint
+        if request.output_schema is not None:
+            if self.output_constraint is None:
+                raise ConfigurationError(
+                    f"a {self.name} server cannot constrain decoding to a schema; "
+                    "leave output_schema unset"
+                )
+            key, value = self.output_constraint(request.output_schema, request.prompt_ids)
+            if key in body:
+                raise ConfigurationError(
+                    "a request takes a constraint or an output_schema, not both; "
+                    "drop the constraint"
+                )
+            body[key] = value
         if request.session_id and self.session_field:
             body[self.session_field] = request.session_id
         if request.request_id and self.request_id_field:
@@ -76,12 +97,35 @@ class Flavor:
         return {self.session_header: request.session_id} if request.session_id else {}
 
 
+def _vllm_constraint(schema: dict[str, Any], prompt_ids: Sequence[int]) -> tuple[str, Any]:
+    # a structural tag that starts at the final header; vLLM applies /v1/completions
+    # constraints verbatim (from the first sampled token), so the tag carries the trigger
+    return "structured_outputs", vllm_structured_outputs(schema, prompt_ids)
+
+
+def _fireworks_constraint(schema: dict[str, Any], prompt_ids: Sequence[int]) -> tuple[str, Any]:
+    # Fireworks' documented JSON mode, which its completions API also takes. It holds the whole
+    # output from the first token, so it fits only a prompt that already opened the final
+    # message; on any other prompt it would force JSON into the reasoning and tool calls.
+    if not prompt_in_final(prompt_ids):
+        raise ConfigurationError(
+            "fireworks constrains the whole output, not only the final channel: send an "
+            "output_schema only with a prompt that ends in <|channel|>final<|message|>"
+        )
+    return "response_format", {
+        "type": "json_schema",
+        "json_schema": {"name": str(schema.get("title") or "result"), "schema": schema},
+    }
+
+
 VLLM = Flavor(
     name="vllm",
     stop="ids",
     fixed={"return_token_ids": True, "skip_special_tokens": False},
     fixed_streaming={"stream_options": {"include_usage": True}},
     constraint_field="structured_outputs",
+    output_constraint=_vllm_constraint,
+    constrains_turns=True,
     session_header="x-session-id",
     request_id_field="request_id",
     models_report_context=True,
@@ -94,6 +138,7 @@ FIREWORKS = Flavor(
     stop="strings",
     fixed={"return_token_ids": True, "raw_output": True},
     constraint_field="response_format",
+    output_constraint=_fireworks_constraint,
     session_header="x-session-affinity",
     session_field="prompt_cache_key",
     cached_tokens_header="fireworks-cached-prompt-tokens",

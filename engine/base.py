@@ -54,6 +54,9 @@ class GenerationRequest:
     ``None`` sampling fields mean "the engine's default". ``constraint`` is an optional
     structured-output constraint passed through to engines that support one (for vLLM a
     ``structured_outputs`` dict); engines that do not must reject it, not ignore it.
+    ``output_schema`` is the JSON schema a final-channel answer must match: engines with
+    :attr:`Engine.constrains_output` hold final messages to it while decoding (reasoning and
+    tool calls stay free); the agent sends it to no other engine.
     ``session_id`` lets an engine keep one conversation on one replica's cache.
     """
 
@@ -64,6 +67,7 @@ class GenerationRequest:
     top_p: float | None = None
     seed: int | None = None
     constraint: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
     session_id: str | None = None
     request_id: str | None = None
 
@@ -108,6 +112,10 @@ class Engine(abc.ABC):
 
     #: context window the engine serves, when known (the agent checks prompts against it)
     context_window: int | None = None
+    #: whether the engine can hold final-channel answers to ``GenerationRequest.output_schema``
+    #: while decoding; without it an agent with an output type relies on the prompt and
+    #: validation (and says so in a warning)
+    constrains_output: bool = False
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:

@@ -133,6 +133,7 @@ class OpenAICompatibleEngine(Engine):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.flavor = flavor
+        self.constrains_output = flavor.constrains_turns
         self.stream = stream
         self.first_token_timeout = first_token_timeout
         self.token_timeout = token_timeout

@@ -33,6 +33,7 @@ from harmony_agent.errors import (
     EngineUnavailableError,
 )
 
+from ._structured import vllm_structured_outputs
 from .base import Chunk, Engine, GenerationRequest, TokenUsage
 
 __all__ = ["VLLMEngine"]
@@ -67,6 +68,11 @@ def _import_vllm() -> Any:
 class VLLMEngine(Engine):
     """In-process vLLM (``AsyncLLM``) streaming DELTA token ids.
 
+    Structured final answers (``GenerationRequest.output_schema``) are constrained with an
+    xgrammar structural tag that starts at the final-channel header. vLLM compiles grammars
+    against its tokenizer, so :attr:`constrains_output` holds only when the engine loads one:
+    pass ``skip_tokenizer_init=False`` (the model directory must have the tokenizer files).
+
     ``logprobs=True``: each chunk carries the log probability of every sampled id.
     """
 
@@ -77,6 +83,7 @@ class VLLMEngine(Engine):
         self.logprobs = logprobs
         self.engine_args = {**GPU_DEFAULTS, **overrides, "model": model}
         self.context_window = self.engine_args.get("max_model_len")
+        self.constrains_output = not self.engine_args.get("skip_tokenizer_init", False)
         self._llm: Any = None
         self._lock = anyio.Lock()
 
@@ -122,14 +129,21 @@ class VLLMEngine(Engine):
                 kwargs[key] = value
         if self.logprobs:
             kwargs["logprobs"] = 0  # the sampled id's own logprob, no alternatives
-        if request.constraint is not None:
+        if request.constraint is not None and request.output_schema is not None:
+            raise ConfigurationError(
+                "a request takes a constraint or an output_schema, not both; drop the constraint"
+            )
+        constraint = request.constraint
+        if request.output_schema is not None:
+            constraint = vllm_structured_outputs(request.output_schema, request.prompt_ids)
+        if constraint is not None:
             try:
                 from vllm.sampling_params import StructuredOutputsParams
             except ImportError as exc:
                 raise ConfigurationError(
                     "this vLLM has no structured outputs; drop the constraint"
                 ) from exc
-            kwargs["structured_outputs"] = StructuredOutputsParams(**request.constraint)
+            kwargs["structured_outputs"] = StructuredOutputsParams(**constraint)
         return SamplingParams(**kwargs)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:

@@ -9,6 +9,7 @@ transformers. Nothing here is ever committed: the model is written to a temporar
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 CHAIN_STOP_CALL = [1000 + i for i in range(10)] + [200012]  # 1000 -> ... -> 1009 -> <|call|>
@@ -83,4 +84,36 @@ def build(
         do_sample=False,
     )
     model.save_pretrained(out_dir)
+    return out_dir
+
+
+def write_tokenizer(out_dir: Path) -> Path:
+    """Write gpt-oss's tokenizer (o200k_base plus the Harmony special tokens, built from the
+    vocabulary the agent loads) to ``out_dir``, for vLLM features that need one (grammars)."""
+    import tiktoken_ext.openai_public as openai_public
+    from harmony_agent._encoding import VOCAB_FILE, load_encoding
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    enc = load_encoding()
+    specials = sorted(enc.special_tokens_set, key=lambda t: enc.encode(t, allowed_special="all")[0])
+    first = enc.encode(specials[0], allowed_special="all")[0]
+    ids = [enc.encode(t, allowed_special="all")[0] for t in specials]
+    if ids != list(range(first, first + len(ids))):
+        raise ValueError("the Harmony special tokens are not one contiguous id range")
+    # o200k's split pattern, without loading (or downloading) its vocabulary a second time
+    loader = openai_public.load_tiktoken_bpe
+    openai_public.load_tiktoken_bpe = lambda *args, **kwargs: {}
+    try:
+        pattern = openai_public.o200k_base()["pat_str"]
+    finally:
+        openai_public.load_tiktoken_bpe = loader
+    vocab = Path(os.environ["TIKTOKEN_ENCODINGS_BASE"]) / VOCAB_FILE  # set by load_encoding
+    converted = TikTokenConverter(
+        vocab_file=str(vocab), pattern=pattern, extra_special_tokens=specials
+    ).converted()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=converted, eos_token="<|return|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.save_pretrained(out_dir)
     return out_dir

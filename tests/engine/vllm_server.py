@@ -30,12 +30,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def vllm_server(model: str, *, gpu: bool = False, timeout: float = 300) -> Iterator[str]:
-    """``vllm serve MODEL`` on a free port, token ids only (no tokenizer), cached-token counts
-    reported; yields the base URL (``http://127.0.0.1:PORT/v1``) once ``/health`` answers."""
+def vllm_server(
+    model: str, *, gpu: bool = False, timeout: float = 300, tokenizer: bool = False
+) -> Iterator[str]:
+    """``vllm serve MODEL`` on a free port, token ids only (no tokenizer unless ``tokenizer``:
+    grammars need one), cached-token counts reported; yields the base URL
+    (``http://127.0.0.1:PORT/v1``) once ``/health`` answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-    cmd += ["--skip-tokenizer-init", "--enable-prompt-tokens-details"]
+    cmd += [] if tokenizer else ["--skip-tokenizer-init"]
+    cmd += ["--enable-prompt-tokens-details"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     if not gpu:
         for key, value in CPU_ARGS.items():
