@@ -37,12 +37,9 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -58,23 +55,34 @@ from harmony_agent.tools.base import (
 from openai_harmony import Conversation, Message, RenderConversationConfig, Role
 
 from . import _harmony as hm
-from . import _tokens as tk
+from ._agent_support import (
+    OnEvent,
+    RunStream,
+    check_engine,
+    check_resume,
+    checked,
+    close_toolsets,
+    open_run_context,
+)
+from ._agent_support import compaction_policy as _compaction
+from ._agent_support import declared as _declared
+from ._agent_support import finish as _finish
+from ._agent_support import fractions as _fractions
+from ._agent_support import positive as _positive
+from ._agent_support import recorder as _recorder
+from ._agent_support import retries as _retries
 from ._checks import check_agent_arguments, check_history, check_no_running_loop, check_task
 from ._context import DEFAULT_WARNINGS, Compaction
 from ._encoding import load_encoding
-from ._hooks import Approver, Decision, Hooks, UsageLimits, check_decisions
+from ._hooks import Approver, Decision, Hooks, UsageLimits
 from ._output import OutputSpec, output_spec, response_formats_text
 from ._registry import ToolRegistry
 from ._run import Run
 from ._state import Recorder, RunState
-from .errors import ConfigurationError, RunStateError
-from .events import Event
+from .errors import ConfigurationError
 from .result import RunResult
-from .trace import TraceWriter
 
 __all__ = ["Agent", "Recorder", "RunState", "RunStream"]
-
-OnEvent = Callable[[Event], Any]
 
 
 class Agent:
@@ -124,6 +132,12 @@ class Agent:
             ``(ctx, call) -> bool``), on top of each tool's own ``needs_approval``.
     """
 
+    #: the rendered system and developer messages (None: render them again)
+    _prefix: list[int] | None = None
+    #: what ``async with agent:`` holds across runs: its exit stack and task group
+    _lifetime: AsyncExitStack | None = None
+    _lifetime_tg: anyio.abc.TaskGroup | None = None
+
     def __init__(
         self,
         instructions: str | None = None,
@@ -153,14 +167,7 @@ class Agent:
         hooks: Hooks | None = None,
         needs_approval: ApprovalPolicy = False,
     ) -> None:
-        if not isinstance(engine, Engine):
-            raise ConfigurationError(
-                f"engine must be an Engine (e.g. ScriptedEngine, VLLMEngine), got {engine!r}"
-            )
-        if reasoning_effort not in ("low", "medium", "high"):
-            raise ConfigurationError(
-                f"reasoning_effort must be 'low', 'medium' or 'high', got {reasoning_effort!r}"
-            )
+        check_engine(engine, reasoning_effort)
         check_agent_arguments(
             instructions=instructions,
             tools=tools,
@@ -172,44 +179,27 @@ class Agent:
             seed=seed,
             context_window=context_window,
         )
-        self.instructions = instructions
-        self.engine = engine
+        self.instructions, self.engine = instructions, engine
         self._tool_items = list(tools)
         self.registry = ToolRegistry(self._tool_items)
         self.settings = hm.PromptSettings(
-            reasoning_effort=reasoning_effort,
-            model_identity=model_identity,
-            knowledge_cutoff=knowledge_cutoff,
-            conversation_start_date=conversation_start_date,
+            reasoning_effort, model_identity, knowledge_cutoff, conversation_start_date
         )
-        self.max_turns = max_turns
+        self.max_turns, self.max_tool_errors = max_turns, max_tool_errors
         self.max_tokens_per_turn = max_tokens_per_turn
-        self.max_tool_errors = max_tool_errors
-        self.temperature = temperature
-        self.top_p = top_p
-        self.seed = seed
+        self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.context_window = context_window
-        if not isinstance(output_retries, int) or output_retries < 0:
-            raise ConfigurationError(f"output_retries must be 0 or more, got {output_retries!r}")
+        self.output_retries = _retries(output_retries)
         self.output: OutputSpec | None = None if output_type is None else output_spec(output_type)
-        self.output_retries = output_retries
         self.compaction = _compaction(compaction, bool(self.registry.tools))
         self.max_reasoning_tokens = _positive("max_reasoning_tokens", max_reasoning_tokens)
         self.context_warnings = _fractions(context_warnings)
         self.files_dir = Path(files_dir) if files_dir is not None else None
-        if usage_limits is not None and not isinstance(usage_limits, UsageLimits):
-            raise ConfigurationError(f"usage_limits must be a UsageLimits, got {usage_limits!r}")
-        if hooks is not None and not isinstance(hooks, Hooks):
-            raise ConfigurationError(f"hooks must be a Hooks, got {hooks!r}")
-        self.usage_limits = usage_limits or UsageLimits()
-        self.hooks = hooks or Hooks()
+        self.usage_limits = checked("usage_limits", usage_limits, UsageLimits) or UsageLimits()
+        self.hooks = checked("hooks", hooks, Hooks) or Hooks()
         self.needs_approval = check_approval_policy(needs_approval, "the agent")
         self.encoding = load_encoding()
-        self._prefix: list[int] | None = None
-        self.tracer_provider = tracer_provider
-        self.trace_content = trace_content
-        self._lifetime: AsyncExitStack | None = None
-        self._lifetime_tg: anyio.abc.TaskGroup | None = None
+        self.tracer_provider, self.trace_content = tracer_provider, trace_content
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -227,30 +217,15 @@ class Agent:
     async def aclose(self) -> None:
         """Close what the tools keep across runs (MCP connections, their subprocesses)."""
         stack, self._lifetime, self._lifetime_tg = self._lifetime, None, None
-        try:
-            with anyio.CancelScope(shield=True):
-                for toolset in self.registry.toolsets:
-                    await toolset.aclose()
-        finally:
-            if stack is not None:  # the task group, now empty (left outside the shield)
-                await stack.aclose()
+        await close_toolsets(self.registry.toolsets, stack)
 
-    @asynccontextmanager
-    async def run_context(self, run_id: str, deps: Any) -> AsyncIterator[RunContext]:
+    def run_context(self, run_id: str, deps: Any) -> AbstractAsyncContextManager[RunContext]:
         """The context of one run, its toolsets prepared (tools listed) before the prompt is
         rendered. Connections live in the agent's task group inside ``async with agent:``,
         else in the run's own."""
-        async with AsyncExitStack() as host:
-            group = self._lifetime_tg or await host.enter_async_context(_task_group())
-            async with RunContext.open(
-                run_id=run_id,
-                files_dir=self.files_dir,
-                deps=deps,
-                task_group=group,
-                shared=self._lifetime_tg is not None,
-            ) as ctx:
-                await self._prepare_tools(ctx)
-                yield ctx
+        return open_run_context(
+            run_id, deps, self.files_dir, self._lifetime_tg, prepare=self._prepare_tools
+        )
 
     async def _prepare_tools(self, ctx: RunContext) -> None:
         """Let toolsets list their tools before the prompt is rendered; re-declare on change."""
@@ -562,165 +537,11 @@ class Agent:
     ) -> dict[str, Decision]:
         """The decisions for ``state``'s pending calls, after checking that this agent renders
         the prompt the state extends; :class:`RunStateError` saying what differs."""
-        if not isinstance(state, RunState):
-            raise RunStateError(
-                f"resume takes a RunState (RunState.from_json(text), a paused result's .state), "
-                f"got {type(state).__name__}"
-            )
-        decisions = check_decisions(state.pending, approve)
-        messages = state.messages
-        if not messages or messages[0].author.role != Role.SYSTEM:
-            raise RunStateError(
-                "the state's conversation does not start with a system message; it was not "
-                "saved by a harmony-agent run. Nothing was run."
-            )
-        date = getattr(messages[0].content[0], "conversation_start_date", None)
-        settings = dataclasses.replace(self.settings, conversation_start_date=date)
-        head = [hm.build_system_message(settings, self.registry.namespaces)]
-        developer = hm.build_developer_message(self.instructions, self.registry.functions)
-        if developer is not None:
-            head.append(developer)
-        rendered = self.encoding.render_conversation(
-            Conversation.from_messages(head), RenderConversationConfig(auto_drop_analysis=False)
+        return check_resume(
+            state,
+            approve,
+            settings=self.settings,
+            registry=self.registry,
+            instructions=self.instructions,
+            encoding=self.encoding,
         )
-        if state.prompt_ids[: len(rendered)] != rendered:
-            raise RunStateError(
-                "this state was saved by a different agent: "
-                f"{_what_differs(head, messages)}, so resuming would not extend the prompt it "
-                "was sampled from. Resume with an agent of the same instructions, tools and "
-                "settings. Nothing was run."
-            )
-        if state.pending and (not state.prompt_ids or state.prompt_ids[-1] != tk.CALL):
-            raise RunStateError(
-                "the state waits on a tool call but its token ids do not end with the call "
-                "(<|call|>); it is corrupt. Nothing was run."
-            )
-        return decisions
-
-
-def _what_differs(expected: list[Message], saved: list[Message]) -> str:
-    system_ok = saved[0].to_dict() == expected[0].to_dict()
-    saved_dev = saved[1] if len(saved) > 1 and saved[1].author.role == Role.DEVELOPER else None
-    expected_dev = expected[1] if len(expected) > 1 else None
-    dev_ok = (saved_dev.to_dict() if saved_dev else None) == (
-        expected_dev.to_dict() if expected_dev else None
-    )
-    parts = []
-    if not system_ok:
-        parts.append(
-            "the system message differs (reasoning effort, model identity, knowledge cutoff "
-            "or built-in tools: browser, python)"
-        )
-    if not dev_ok:
-        parts.append("the developer message differs (instructions or function tools)")
-    return "; ".join(parts) or "the rendered system and developer messages differ"
-
-
-class RunStream:
-    """The events of one run, as an async iterator, and its :attr:`result` at the end.
-
-    Made by :meth:`Agent.stream` and :meth:`Agent.resume_stream`. Use it as ``async with
-    agent.stream(task) as stream: async for event in stream: ...``; leaving the block early
-    stops the run (the engine request is aborted, the run's tools closed).
-    """
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._events = run.events()
-
-    def __aiter__(self) -> RunStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        return await self._events.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop the run if it is still going (what leaving ``async with`` does)."""
-        await self._events.aclose()
-
-    async def __aenter__(self) -> RunStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    @property
-    def result(self) -> RunResult:
-        """The run's result: the answer, a pause (``status == "paused"``), or, after an error,
-        the partial run (``status == "error"``, also the error's ``result``)."""
-        if self._run.result is None:
-            raise RuntimeError(
-                "the run has no result yet: iterate the stream to its end first "
-                "(async for event in stream: ...)"
-            )
-        return self._run.result
-
-
-async def _finish(run: Run, on_event: OnEvent | None = None) -> RunResult:
-    async with aclosing(run.events()) as events:
-        async for event in events:
-            if on_event is not None:
-                outcome = on_event(event)
-                if inspect.isawaitable(outcome):
-                    await outcome
-    if run.result is None:  # events() either finishes with a result or raises
-        raise RuntimeError("the run ended without a result or an error")
-    return run.result
-
-
-def _declared(registry: ToolRegistry) -> list[tuple[str, str, Any]]:
-    return [(t.recipient, t.description, t.parameters) for t in registry.tools.values()]
-
-
-@asynccontextmanager
-async def _task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
-    """A task group for a run's background tasks (they never raise), which lets the run's
-    own exception through as it is instead of wrapped in an ExceptionGroup."""
-    try:
-        async with anyio.create_task_group() as tg:
-            yield tg
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            (exc,) = group.exceptions
-            raise exc from exc.__cause__
-        raise
-
-
-def _recorder(trace: str | Path | Recorder | None) -> Recorder | None:
-    if trace is None or not isinstance(trace, str | Path):
-        return trace
-    return TraceWriter(trace)
-
-
-def _compaction(value: Compaction | bool | None, has_tools: bool) -> Compaction | None:
-    if value is None:
-        return Compaction() if has_tools else None
-    if value is True:
-        return Compaction()
-    if value is False:
-        return None
-    if not isinstance(value, Compaction):
-        raise ConfigurationError(
-            f"compaction must be a Compaction policy, True or False, got {value!r:.80}"
-        )
-    return value
-
-
-def _positive(name: str, value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise ConfigurationError(f"{name} must be a positive number of tokens, got {value!r}")
-    return value
-
-
-def _fractions(values: Sequence[float]) -> tuple[float, ...]:
-    out = tuple(values)
-    if not all(isinstance(v, int | float) and 0 < v <= 1 for v in out):
-        raise ConfigurationError(
-            f"context_warnings are fractions of the window in (0, 1], e.g. (0.75, 0.9); got {out!r}"
-        )
-    return tuple(sorted(out))
