@@ -326,6 +326,8 @@ class Run(ToolSteps, ContextSteps, OutputSteps):
         finish: FinishReason | None = None
         usage: TokenUsage | None = None
         self._check_room(prompt)
+        call_id = f"{self.run_id}-{len(self.calls)}"  # of a call this turn may start
+        analysis = ("analysis", None)
         with _engine_failures(engine):
             schema = self.output.schema if self.output and engine.constrains_output else None
             request = request_for(self.agent, prompt, self.run_id, self.turn, schema)
@@ -338,16 +340,16 @@ class Run(ToolSteps, ContextSteps, OutputSteps):
                         else:
                             logprobs.extend(chunk.logprobs)
                     for item in parser.feed_many(chunk.token_ids):
-                        call_id = f"{self.run_id}-{len(self.calls)}"
                         event = visible_event(item, self.run_id, self.turn, call_id)
                         if event is not None:
                             yield event
-                    if parser.current == ("analysis", None):
+                    reasoning_now = parser.current == analysis
+                    if reasoning_now:
                         reasoning += len(chunk.token_ids)
                     if chunk.finish_reason is not None:
                         finish, usage = chunk.finish_reason, chunk.usage
                         break
-                    if budget and reasoning >= budget and parser.current == ("analysis", None):
+                    if budget and reasoning >= budget and reasoning_now:
                         finish, cut = "length", True  # closing the stream aborts the request
                         break
         if finish is None:

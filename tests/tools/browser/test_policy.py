@@ -11,12 +11,20 @@ from harmony_agent.tools.browser._policy import PolicyViolation
 
 @pytest.fixture(autouse=True)
 def no_dns(monkeypatch):
-    """These tests never ask a real resolver: names get a fake one, addresses need none."""
+    """These tests never ask a real resolver (names get a fake one, addresses need none) and
+    never open a connection."""
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"a policy unit test tried a DNS lookup: {args}")
 
+    def no_connection(*args, **kwargs):
+        raise AssertionError(f"a policy unit test tried to connect: {args}")
+
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    # the private, link-local and metadata addresses below are only ever checked, never reached
+    monkeypatch.setattr(socket, "create_connection", no_connection)
+    monkeypatch.setattr(socket.socket, "connect", no_connection)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_connection)
 
 
 def PUBLIC(host: str) -> list[str]:
