@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,13 @@ async def _worker(
 
     async def incoming() -> AsyncIterator[BatchTask]:
         while True:
+            # Read on this (the event loop's) thread, never blocking: a queue read holds the
+            # queue's lock, which all workers share, and a worker that dies mid-task (on this
+            # thread) must never die holding it, or the other workers wait on it forever.
             try:
-                task = await anyio.to_thread.run_sync(tasks.get, True, _POLL_S)
+                task = tasks.get_nowait()
             except queue.Empty:
+                await anyio.sleep(_POLL_S / 4)
                 continue
             if task is None:
                 return
@@ -79,7 +84,9 @@ async def run_in_processes(
     """Run ``todo`` over ``workers`` processes; ``record`` gets every result here."""
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     tasks = context.Queue(maxsize=workers * concurrency)
-    results = context.Queue()
+    # Written synchronously by the writer's own thread (no feeder thread that a dying worker
+    # could leave holding the shared write lock); this process is its only reader.
+    results = context.SimpleQueue()
     procs = [
         context.Process(
             target=_worker_main,
@@ -134,7 +141,7 @@ async def run_in_processes(
             while len(exited) < len(procs):
                 try:
                     kind, pid, payload = await anyio.to_thread.run_sync(
-                        results.get, True, _POLL_S, abandon_on_cancel=True
+                        _next_result, results, abandon_on_cancel=True
                     )
                 except queue.Empty:
                     for proc in procs:
@@ -155,3 +162,14 @@ async def run_in_processes(
                 proc.terminate()
         for proc in procs:
             await anyio.to_thread.run_sync(proc.join, 10)
+
+
+def _next_result(results: Any) -> Any:
+    """The next message of ``results`` (a SimpleQueue with this process its only reader);
+    ``queue.Empty`` after ``_POLL_S`` without one."""
+    deadline = time.monotonic() + _POLL_S
+    while results.empty():
+        if time.monotonic() >= deadline:
+            raise queue.Empty
+        time.sleep(0.01)
+    return results.get()
