@@ -5,14 +5,43 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from harmony_agent._controls import strip_controls
 from harmony_agent.errors import ToolExecutionError
 from harmony_agent.tools.base import RunContext, Tool
 from harmony_agent.tools.function import tool
+from playwright.async_api import Error as PlaywrightError
 
 from ._state import BrowserState, StateGetter
 
 __all__ = ["automation_tools"]
+
+
+_SETTLE_MS = 10_000  # how long an action waits for the navigation it started to load
+_SHOT_TRIES = 4  # a page still being swapped in after a navigation has no frame to capture yet
+
+
+async def _settle(page: Any) -> None:
+    """Wait until a navigation the last action started has loaded (a page that keeps loading
+    is left as it is: the next action sees it as it stands)."""
+    try:
+        await page.wait_for_load_state("load", timeout=_SETTLE_MS)
+    except PlaywrightError:
+        pass
+
+
+async def _screenshot(page: Any, path: str) -> None:
+    """A viewport screenshot; retried briefly while a freshly navigated page has no frame yet
+    (Chromium answers "Unable to capture screenshot" until its compositor has painted)."""
+    await _settle(page)
+    for attempt in range(_SHOT_TRIES):
+        try:
+            await page.screenshot(path=path, full_page=False)
+            return
+        except PlaywrightError as exc:
+            if "captureScreenshot" not in str(exc) or attempt == _SHOT_TRIES - 1:
+                raise
+            await anyio.sleep(0.25 * (attempt + 1))
 
 
 def automation_tools(get_state: StateGetter, snapshot_tokens: int) -> list[Tool]:
@@ -52,6 +81,7 @@ def automation_tools(get_state: StateGetter, snapshot_tokens: int) -> list[Tool]
         """
         page, locator = await locate(ctx, ref)
         await locator.click()
+        await _settle(page)
         return f"clicked {ref}; now at {page.url}"
 
     @tool
@@ -67,6 +97,7 @@ def automation_tools(get_state: StateGetter, snapshot_tokens: int) -> list[Tool]
         await locator.fill(text)
         if submit:
             await locator.press("Enter")
+            await _settle(page)
         return f"typed into {ref}" + (f"; submitted, now at {page.url}" if submit else "")
 
     @tool
@@ -90,6 +121,7 @@ def automation_tools(get_state: StateGetter, snapshot_tokens: int) -> list[Tool]
         """
         _, page = await page_of(ctx)
         await page.keyboard.press(key)
+        await _settle(page)
         return f"pressed {key}"
 
     @tool
@@ -106,7 +138,7 @@ def automation_tools(get_state: StateGetter, snapshot_tokens: int) -> list[Tool]
         state.screenshots += 1
         path = ctx.files_dir / "screenshots" / f"screenshot-{state.screenshots}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(path), full_page=False)
+        await _screenshot(page, str(path))
         return f"saved {path.name} ({path.stat().st_size} bytes) to the run's files"
 
     return [
