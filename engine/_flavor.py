@@ -220,7 +220,9 @@ _SGLANG_FIELDS = frozenset(
 # streaming), what stopped a completion as ``matched_stop`` (the id, or the stop string),
 # cached prompt tokens in ``usage.prompt_tokens_details`` only when the server runs with
 # --enable-cache-report, and ``/v1/models`` reports ``max_model_len``. Its model gateway
-# routes a session by the X-SMG-Routing-Key header (the server reads it too).
+# routes a session by the X-SMG-Routing-Key header (the server reads it too). Its first chunk
+# also echoes the prompt's ids (``prompt_token_ids``): about 8 bytes a token, one event line
+# of about 1 MB at 131k tokens, inside the engine's line limit (max_line_bytes, 4 MiB).
 SGLANG = Flavor(
     name="sglang",
     stop="ids",

@@ -246,3 +246,17 @@ async def test_the_stand_in_speaks_sglangs_shapes():
     )
     assert text.rstrip().endswith("data: [DONE]")
     assert card["owned_by"] == "sglang" and card["max_model_len"] == 131072
+
+
+@pytest.mark.vllm
+async def test_the_tags_sent_parse_as_xgrammars_structural_tag():
+    # SGLang's CompletionRequest reads a structural-tag response_format as xgrammar's
+    # StructuralTag (sglang 0.5.23 pins xgrammar 0.2.7); xgrammar comes with vLLM
+    from xgrammar import StructuralTag
+
+    turn = StructuralTag.model_validate(SGLANG.output_constraint(SCHEMA, PROMPT)[1])
+    assert type(turn.format).__name__ == "TriggeredTagsFormat"
+    assert turn.format.triggers == ["<|channel|>final"] and turn.format.stop_after_first
+    answer = StructuralTag.model_validate(SGLANG.output_constraint(SCHEMA, IN_FINAL)[1])
+    assert type(answer.format).__name__ == "JSONSchemaFormat"
+    assert answer.format.max_whitespace_cnt == 1
