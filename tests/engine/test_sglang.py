@@ -90,6 +90,15 @@ async def test_stop_ids_from_the_ids_or_from_matched_stop(stream):
         assert chunks[-1].usage.cached_prompt_tokens == 0
 
 
+async def test_a_long_prompt_echoed_on_the_first_chunk_fits_the_line_limit():
+    # SGLang echoes the prompt's ids on the first event: one line of about 1 MB here
+    prompt = [*PROMPT, *([12194] * 131_000)]
+    async with serve_sglang([CALL_REPLY], context_len=132_000) as server:
+        async with OpenAICompatibleEngine(server.url, flavor="sglang") as engine:
+            _, ids = await collect(engine, GenerationRequest(prompt_ids=prompt, max_tokens=100))
+    assert ids == CALL_REPLY and server.requests[0]["prompt"] == prompt
+
+
 async def test_length_and_no_cache_report():
     request = GenerationRequest(prompt_ids=PROMPT, max_tokens=5)
     async with serve_sglang([CALL_REPLY], cache_report=False) as server:
