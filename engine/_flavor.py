@@ -127,10 +127,12 @@ class Flavor:
         if not dropped:
             return
         advice = "; ".join(self.field_advice[f] for f in dropped if f in self.field_advice)
+        one = len(dropped) == 1
         raise ConfigurationError(
-            f"{where} has the field{'s' if len(dropped) > 1 else ''} "
-            f"{', '.join(map(repr, dropped))}, which a {self.name} server does not take: it "
-            "would ignore it silently and run the request as if it were not set. Remove it"
+            f"{where} has the field{'' if one else 's'} {', '.join(map(repr, dropped))}, which "
+            f"a {self.name} server does not take: it would ignore {'it' if one else 'them'} "
+            "silently and run the request as if "
+            f"{'it were' if one else 'they were'} not set. Remove {'it' if one else 'them'}"
             + (f" ({advice})" if advice else "")
             + f"; the fields {self.name} takes are {self.name.upper()}.accepted_fields in "
             "harmony_agent.engine._flavor"
