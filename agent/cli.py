@@ -71,6 +71,7 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
             "--engine",
             help="scripted:FILE (JSON list of raw Harmony replies), vllm[:MODEL_OR_PATH] "
             "(in-process vLLM), http://HOST:PORT/v1 (OpenAI-compatible server), "
+            "sglang:http://HOST:PORT/v1 (SGLang server), "
             "llama-server:http://HOST:PORT (llama.cpp's server) or llamacpp:PATH.gguf "
             "(in-process llama.cpp); "
             f"default ${ENGINE_ENV}, else vllm with openai/gpt-oss-20b",

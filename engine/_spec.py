@@ -1,8 +1,9 @@
 """Engines from a short spec string, parsed in this one place.
 
 The forms: ``vllm`` or ``vllm:MODEL_OR_PATH`` (in-process vLLM), ``http(s)://HOST:PORT/v1``
-(an OpenAI-compatible server; a ``…fireworks.ai`` host selects the Fireworks flavor) and
-``llama-server:http://HOST:PORT`` (llama.cpp's server), ``llamacpp:PATH.gguf`` (llama.cpp
+(an OpenAI-compatible server; a ``…fireworks.ai`` host selects the Fireworks flavor),
+``sglang:http://HOST:PORT/v1`` (an SGLang server, or its model gateway; ``sglang:`` alone is
+``http://127.0.0.1:30000/v1``), ``llama-server:http://HOST:PORT`` (llama.cpp's server), ``llamacpp:PATH.gguf`` (llama.cpp
 in-process) and ``scripted:FILE`` (a JSON list of raw Harmony replies, for tests and demos).
 With no spec,
 ``$HARMONY_AGENT_ENGINE`` is read (default ``vllm``); the model defaults to
@@ -46,7 +47,8 @@ ENGINE_ENV = "HARMONY_AGENT_ENGINE"
 MODEL_ENV = "HARMONY_AGENT_MODEL"
 DEFAULT_MODEL = "openai/gpt-oss-20b"
 FORMS = (
-    "vllm[:MODEL_OR_PATH], http(s)://HOST:PORT/v1, llama-server:http://HOST:PORT, "
+    "vllm[:MODEL_OR_PATH], http(s)://HOST:PORT/v1, sglang:http://HOST:PORT/v1, "
+    "llama-server:http://HOST:PORT, "
     "llamacpp:PATH.gguf or scripted:FILE"
 )
 
@@ -61,7 +63,7 @@ class EngineSpec:
     target: str
     #: the model to ask an HTTP server for (None: the server's only one)
     model: str | None = None
-    #: the HTTP dialect: "vllm" or "fireworks"
+    #: the HTTP dialect: "vllm", "sglang" or "fireworks"
     flavor: str | None = None
 
 
@@ -102,6 +104,14 @@ def parse_engine_spec(
                 "e.g. llamacpp:gpt-oss-20b-mxfp4.gguf"
             )
         return EngineSpec("llamacpp", rest)
+    if kind == "sglang":
+        url = rest or "http://127.0.0.1:30000/v1"
+        if not url.startswith(("http://", "https://")) or not urlparse(url).hostname:
+            raise _bad(
+                f"engine {spec!r}{source}: sglang: takes the server's base URL, e.g. "
+                "sglang:http://127.0.0.1:30000/v1"
+            )
+        return EngineSpec("http", url, model, "sglang")
     if kind in ("http", "https") and colon:
         url = urlparse(spec)
         if not url.hostname:

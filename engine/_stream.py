@@ -151,8 +151,9 @@ def _choices(event: dict[str, Any], where: str) -> list[dict[str, Any]]:
 class _Events:
     """What the payloads of an event stream said so far (pure: no I/O)."""
 
-    def __init__(self, clock: Clock, logprobs: bool) -> None:
+    def __init__(self, clock: Clock, logprobs: bool, stop_field: str = "stop_reason") -> None:
         self.clock = clock
+        self.stop_field = stop_field  # the choice field naming what stopped it
         self.finish: Delta | None = None
         self.tail: list[int] = []  # ids that came with or after the finish reason
         self.usage: dict[str, Any] | None = None
@@ -186,7 +187,7 @@ class _Events:
                 new = token_ids(choice, where)
                 clock.count(len(new))
                 if choice.get("finish_reason"):
-                    self.finish = Delta([], choice["finish_reason"], choice.get("stop_reason"))
+                    self.finish = Delta([], choice["finish_reason"], choice.get(self.stop_field))
                     clock.progress()  # the end came in time: the usage may follow
                 if self.finish is None:
                     ids.extend(new)
@@ -219,7 +220,11 @@ async def _next_read(response: Answer, clock: Clock) -> bytes:
 
 
 async def stream_deltas(
-    response: Answer, clock: Clock, max_line: int, logprobs: bool = False
+    response: Answer,
+    clock: Clock,
+    max_line: int,
+    logprobs: bool = False,
+    stop_field: str = "stop_reason",
 ) -> AsyncGenerator[Delta, None]:
     """The sampled ids of an event stream as deltas; the last one carries the finish.
 
@@ -235,7 +240,7 @@ async def stream_deltas(
             EngineProtocolError(f"{where} {wrong} (it sent {body[:120]!r})"), "base_url"
         )
     framer = SSEFramer(max_line)
-    events = _Events(clock, logprobs)
+    events = _Events(clock, logprobs, stop_field)
     ended = False
     while not (ended or events.done or events.finish is not None):
         ids: list[int] = []
@@ -267,7 +272,11 @@ async def stream_deltas(
 
 
 async def whole_delta(
-    response: Answer, clock: Clock, max_bytes: int, logprobs: bool = False
+    response: Answer,
+    clock: Clock,
+    max_bytes: int,
+    logprobs: bool = False,
+    stop_field: str = "stop_reason",
 ) -> AsyncGenerator[Delta, None]:
     """The one delta of a non-streamed answer, read whole under the clock."""
     where = clock.where
@@ -291,7 +300,7 @@ async def whole_delta(
     yield Delta(
         ids,
         choice.get("finish_reason") or "stop",
-        choice.get("stop_reason"),
+        choice.get(stop_field),
         usage if isinstance(usage, dict) else None,
         token_logprobs(choice, len(ids)) if logprobs else None,
     )

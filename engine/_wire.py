@@ -40,6 +40,8 @@ class Delta(NamedTuple):
 
     ids: list[int]
     finish: str | None = None
+    #: what the server named as the stop: a token id or a stop string (the flavor's
+    #: ``stop_reason_field``: vLLM's ``stop_reason``, SGLang's ``matched_stop``)
     stop_reason: Any = None
     usage: dict[str, Any] | None = None
     logprobs: list[float | None] | None = None  # one per id, when they were asked for
@@ -75,7 +77,8 @@ def check_token_ids(ids: Sequence[object], where: str) -> list[int]:
 
 
 def token_ids(choice: dict[str, Any], where: str) -> list[int]:
-    """The sampled ids of one streamed or returned choice (vLLM or Fireworks fields)."""
+    """The sampled ids of one streamed or returned choice (vLLM and SGLang ``token_ids``,
+    Fireworks ``raw_output``)."""
     ids = choice.get("token_ids")
     raw = choice.get("raw_output")
     if ids is None and isinstance(raw, dict):
@@ -84,7 +87,8 @@ def token_ids(choice: dict[str, Any], where: str) -> list[int]:
         if choice.get("text"):
             raise EngineRequestError(
                 f"{where} returned text but no token ids: the server must support "
-                "`return_token_ids` (vLLM ≥ 0.10.2; Fireworks with raw_output). Upgrade "
+                "`return_token_ids` (vLLM ≥ 0.10.2; SGLang ≥ 0.5.23; Fireworks with "
+                "raw_output). Upgrade "
                 "the server or use another engine."
             )
         return []

@@ -1,4 +1,4 @@
-"""``OpenAICompatibleEngine``: token ids over HTTP to a vLLM server or Fireworks.
+"""``OpenAICompatibleEngine``: token ids over HTTP to a vLLM or SGLang server, or Fireworks.
 
 The prompt goes to ``POST {base_url}/completions`` as token ids, with ``stream``, the stop
 tokens and a request for the sampled ids; the sampled ids come back in the SSE chunks. No
@@ -15,6 +15,7 @@ Example::
     from harmony_agent.engine import OpenAICompatibleEngine
 
     engine = OpenAICompatibleEngine("http://127.0.0.1:8000/v1")        # vLLM: vllm serve ...
+    sglang = OpenAICompatibleEngine("http://127.0.0.1:30000/v1", flavor="sglang")
     fireworks = OpenAICompatibleEngine(
         "https://api.fireworks.ai/inference/v1",
         model="accounts/fireworks/models/gpt-oss-20b",
@@ -33,6 +34,14 @@ Every fault ends in bounded time:
 - a server that streams more than the request's ``max_tokens`` (plus a small margin) is cut
   off, so a stream that never stops ends too.
 
+Session affinity: every request of a run carries its session id in the flavor's affinity
+headers (vLLM ``X-Session-ID`` for vllm-router, SGLang ``X-SMG-Routing-Key`` for its model
+gateway, Fireworks ``x-session-affinity``); ``affinity_headers=`` names others (the header of
+production-stack's ``--session-key``), ``()`` sends none. ``affinity_echo="x-session-token"``
+(llm-d) keeps the token a router names in that response header for a session and sends it
+back on the session's later requests. ``cache_salt=`` namespaces the server's prefix cache
+(vLLM and SGLang), so tenants never share cached prefixes.
+
 ``logprobs=True`` asks the server for the log probability of each sampled id
 (``"logprobs": 0``); the chunks carry them (``Chunk.logprobs``) and traces record them.
 
@@ -44,7 +53,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import AsyncGenerator
+import re
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -57,7 +67,8 @@ from harmony_agent.errors import (
     EngineTimeoutError,
 )
 
-from ._errors import RETRY_STATUS, Retryable, status_error, with_settings
+from ._affinity import SessionTokens, check_header_names
+from ._errors import RETRY_STATUS, Retryable, server_message, status_error, with_settings
 from ._flavor import FLAVORS, Flavor
 from ._http import Answer, HttpClient, make_client
 from ._sse import DEFAULT_MAX_LINE
@@ -95,6 +106,9 @@ class OpenAICompatibleEngine(Engine):
         headers: dict[str, str] | None = None,
         extra_body: dict[str, Any] | None = None,
         logprobs: bool = False,
+        affinity_headers: Sequence[str] | None = None,
+        affinity_echo: str | None = None,
+        cache_salt: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
@@ -130,6 +144,24 @@ class OpenAICompatibleEngine(Engine):
                     ),
                     "api_key_env",
                 )
+        if affinity_headers is not None:
+            affinity_headers = check_header_names(affinity_headers, "affinity_headers")
+        if affinity_echo is not None:
+            check_header_names([affinity_echo], "affinity_echo")
+        if cache_salt is not None:
+            if not isinstance(cache_salt, str) or not cache_salt:
+                raise ConfigurationError(
+                    f"cache_salt must be a non-empty string, got {cache_salt!r}"
+                )
+            if not flavor.takes_cache_salt:
+                raise with_settings(
+                    ConfigurationError(
+                        f"a {flavor.name} server takes no cache_salt (vLLM and SGLang do); "
+                        "leave cache_salt unset"
+                    ),
+                    "cache_salt",
+                )
+        flavor.check_fields(extra_body or {}, "extra_body")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.flavor = flavor
@@ -144,6 +176,9 @@ class OpenAICompatibleEngine(Engine):
         self.context_window = context_window
         self.extra_body = extra_body or {}
         self.logprobs = logprobs
+        self.affinity_headers = affinity_headers  # None: the flavor's own
+        self.cache_salt = cache_salt
+        self._session_tokens = SessionTokens(affinity_echo) if affinity_echo else None
         self._headers = {"accept": "text/event-stream" if stream else "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
@@ -227,7 +262,10 @@ class OpenAICompatibleEngine(Engine):
                 # ids, not text, for the scored tokens: no detokenizing on the server (a
                 # server run with --skip-tokenizer-init could not)
                 body["return_tokens_as_token_ids"] = True
+        if self.cache_salt is not None:
+            body["cache_salt"] = self.cache_salt
         body.update(self.extra_body)
+        self.flavor.check_fields(body)
         return body
 
     # --- the contract ----------------------------------------------------------------------
@@ -245,7 +283,9 @@ class OpenAICompatibleEngine(Engine):
                 )
             body["max_tokens"] = min(request.max_tokens, room)
         url = f"{self.base_url}/completions"
-        headers = {**self._headers, **self.flavor.headers(request)}
+        headers = {**self._headers, **self.flavor.headers(request, self.affinity_headers)}
+        if self._session_tokens is not None:
+            headers.update(self._session_tokens.headers(request.session_id))
         attempt = 0
         while True:
             # one attempt, inline: the chunks pass through no generator of ours but the
@@ -264,17 +304,28 @@ class OpenAICompatibleEngine(Engine):
             try:
                 with client.errors(url, sampled):
                     response = await self._open(client, url, body, headers, clock)
+                    if self._session_tokens is not None:
+                        tokens = self._session_tokens
+                        tokens.remember(request.session_id, response.header(tokens.header))
                     try:
                         cached_header = None
                         if self.flavor.cached_tokens_header:
                             cached_header = response.header(self.flavor.cached_tokens_header)
                         if self.stream:
                             source = stream_deltas(
-                                response, clock, self.max_line_bytes, self.logprobs
+                                response,
+                                clock,
+                                self.max_line_bytes,
+                                self.logprobs,
+                                self.flavor.stop_reason_field,
                             )
                         else:
                             source = whole_delta(
-                                response, clock, self.max_line_bytes, self.logprobs
+                                response,
+                                clock,
+                                self.max_line_bytes,
+                                self.logprobs,
+                                self.flavor.stop_reason_field,
                             )
                         async with aclosing(source) as deltas:
                             async for delta in deltas:
@@ -315,13 +366,18 @@ class OpenAICompatibleEngine(Engine):
         if response.status == 200:
             return response
         try:
-            error = status_error(
-                url,
-                response.status,
-                await error_body(response, clock),
-                response.header("content-type") or "",
-                body.get("model"),
-            )
+            content = await error_body(response, clock)
+            content_type = response.header("content-type") or ""
+            error = status_error(url, response.status, content, content_type, body.get("model"))
+            overflow = self.flavor.overflow_message
+            if response.status == 400 and overflow:
+                message = server_message(content, content_type)
+                if re.search(overflow, message):
+                    raise ContextOverflowError(
+                        f"the prompt ({len(body['prompt'])} tokens) does not fit the context "
+                        f"window of {body.get('model')!r} at {self.base_url}: {message} Start a "
+                        "new run or shorten the tool outputs"
+                    )
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()

@@ -56,7 +56,8 @@ def _import_vllm() -> Any:
     except ImportError as exc:
         error = ConfigurationError(
             f"vLLM is not installed ({exc}). On a GPU machine: pip install 'harmony-agent[vllm]'. "
-            "Or use a server (engine http://HOST:PORT/v1), llama.cpp (engine "
+            "Or use a server (engine http://HOST:PORT/v1, or sglang:http://HOST:30000/v1 for "
+            "SGLang), llama.cpp (engine "
             "llama-server:http://HOST:8080 or llamacpp:PATH.gguf) or a scripted model "
             "(engine scripted:FILE)."
         )

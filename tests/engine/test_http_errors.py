@@ -109,7 +109,7 @@ def test_flavors_are_data():
     assert fireworks["stop"] == ["<|return|>", "<|call|>"] and fireworks["raw_output"] is True
     assert fireworks["prompt_cache_key"] == "s" and "request_id" not in fireworks
     assert FIREWORKS.headers(request) == {"x-session-affinity": "s"}
-    assert set(FLAVORS) == {"vllm", "fireworks"}
+    assert set(FLAVORS) == {"vllm", "fireworks", "sglang"}
     # a new server is a value, not a branch
     other = Flavor(name="other", stop="ids", fixed={"return_token_ids": True})
     assert other.body(request, "m", stream=True)["return_token_ids"] is True

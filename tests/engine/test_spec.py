@@ -172,3 +172,24 @@ def test_a_wrong_base_url_keeps_the_hint_in_the_cli(capsys):
     assert code == 1 and "<" not in last
     assert "an HTML page titled '404 Not Found'" in last and "check the base URL" in last
     assert last.endswith("model name 'm' (--engine, --model)")
+
+
+def test_sglang_forms():
+    url = "http://127.0.0.1:30000/v1"
+    assert parse_engine_spec(f"sglang:{url}", environ={}) == EngineSpec("http", url, None, "sglang")
+    assert parse_engine_spec("sglang:", environ={}) == EngineSpec("http", url, None, "sglang")
+    assert parse_engine_spec("sglang", environ={MODEL_ENV: "m"}).model == "m"
+    gateway = parse_engine_spec("sglang:https://gateway.internal/v1", environ={})
+    assert (gateway.target, gateway.flavor) == ("https://gateway.internal/v1", "sglang")
+    engine = engine_from_spec(f"sglang:{url}", model="openai/gpt-oss-20b")
+    assert isinstance(engine, OpenAICompatibleEngine) and engine.flavor.name == "sglang"
+    assert engine.base_url == url and engine.model == "openai/gpt-oss-20b"
+    for bad in ("sglang:127.0.0.1:30000", "sglang:http://:1/v1"):
+        with pytest.raises(
+            ConfigurationError, match=r"e\.g\. sglang:http://127\.0\.0\.1:30000/v1"
+        ) as caught:
+            parse_engine_spec(bad, environ={})
+        assert caught.value.settings == ("engine",)
+    # the message for an unknown engine names the form
+    with pytest.raises(ConfigurationError, match=r"sglang:http://HOST:PORT/v1"):
+        parse_engine_spec("sglangx", environ={})
