@@ -107,7 +107,9 @@ class RunContext:
     """
 
     run_id: str
-    files_dir: Path
+    #: the folder the caller named; None: a temporary one, made on first use of ``files_dir``
+    #: (most runs write no file, and making and removing a folder costs every run)
+    given_files_dir: Path | None = None
     deps: Any = None
     #: a task group that outlives the run's resources, for background tasks such as a server
     #: connection: the agent's inside ``async with agent:`` (then ``shared`` is true and what
@@ -118,6 +120,24 @@ class RunContext:
     _resources: dict[str, Any] = field(default_factory=dict, repr=False)
     _locks: dict[str, anyio.Lock] = field(default_factory=dict, repr=False)
     _notices: list[str] = field(default_factory=list, repr=False)
+    _temp_files: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    _files_dir: Path | None = field(default=None, repr=False)
+
+    @property
+    def files_dir(self) -> Path:
+        """Where tools put files for the host program: the folder the caller named, else a
+        temporary folder made on first use and removed when the run's context closes."""
+        if self._files_dir is None:
+            if self.given_files_dir is not None:
+                folder = self.given_files_dir
+                folder.mkdir(parents=True, exist_ok=True)
+            else:
+                self._temp_files = tempfile.TemporaryDirectory(prefix="ha-run-")
+                folder = Path(self._temp_files.name)
+                # others may traverse (not list) it: sandboxed tools run as unprivileged users
+                folder.chmod(0o711)
+            self._files_dir = folder
+        return self._files_dir
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -132,24 +152,22 @@ class RunContext:
     ) -> AsyncIterator[RunContext]:
         """A context whose resources are closed on exit (the agent opens one per run)."""
         run_id = run_id or uuid.uuid4().hex[:12]
-        with contextlib.ExitStack() as tmp:
-            if files_dir is None:
-                files_dir = Path(tmp.enter_context(tempfile.TemporaryDirectory(prefix="ha-run-")))
-                # others may traverse (not list) it: sandboxed tools run as unprivileged users
-                files_dir.chmod(0o711)
-            files_dir.mkdir(parents=True, exist_ok=True)
-            ctx = cls(
-                run_id=run_id,
-                files_dir=files_dir,
-                deps=deps,
-                task_group=task_group,
-                shared=shared,
-            )
+        ctx = cls(
+            run_id=run_id,
+            given_files_dir=files_dir,
+            deps=deps,
+            task_group=task_group,
+            shared=shared,
+        )
+        try:
+            yield ctx
+        finally:
             try:
-                yield ctx
-            finally:
                 with anyio.CancelScope(shield=True):
                     await ctx._stack.aclose()
+            finally:
+                if ctx._temp_files is not None:
+                    ctx._temp_files.cleanup()
 
     async def resource(self, key: str, factory: Callable[[], AbstractAsyncContextManager[T]]) -> T:
         """The run's resource ``key``, entered from ``factory()`` on first use."""
