@@ -51,9 +51,16 @@ class Flavor:
     models_report_context: bool = False
     #: a response header with the cached prompt tokens, besides ``usage``
     cached_tokens_header: str | None = None
+    #: the body field that names a request's LoRA adapter; None: the adapter's name replaces
+    #: ``model`` (vLLM serves each ``--lora-modules`` adapter as a model of its own)
+    adapter_field: str | None = None
+    #: what to check when the server does not know an adapter (its 404)
+    adapter_hint: str = "check that the server serves an adapter of that name"
 
     def body(self, request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
         """The JSON body of ``request`` for this server."""
+        if request.adapter is not None and self.adapter_field is None:
+            model = request.adapter
         body: dict[str, Any] = {
             "model": model,
             "prompt": list(request.prompt_ids),
@@ -90,6 +97,8 @@ class Flavor:
             body[self.session_field] = request.session_id
         if request.request_id and self.request_id_field:
             body[self.request_id_field] = request.request_id
+        if request.adapter is not None and self.adapter_field is not None:
+            body[self.adapter_field] = request.adapter
         return body
 
     def headers(self, request: GenerationRequest) -> dict[str, str]:
@@ -129,6 +138,8 @@ VLLM = Flavor(
     session_header="x-session-id",
     request_id_field="request_id",
     models_report_context=True,
+    adapter_hint="register it with the server: vllm serve MODEL --enable-lora "
+    "--lora-modules NAME=/path/to/adapter (GET /v1/models lists the ones it serves)",
 )
 
 # Fireworks takes stop strings only, returns the sampled ids in ``raw_output``, keys its
@@ -142,6 +153,8 @@ FIREWORKS = Flavor(
     session_header="x-session-affinity",
     session_field="prompt_cache_key",
     cached_tokens_header="fireworks-cached-prompt-tokens",
+    adapter_hint="on Fireworks the adapter is a fine-tuned model: check its path "
+    "(accounts/ACCOUNT/models/NAME) and that it is deployed for serverless or on your deployment",
 )
 
 FLAVORS: dict[str, Flavor] = {f.name: f for f in (VLLM, FIREWORKS)}

@@ -204,6 +204,9 @@ class OpenAICompatibleEngine(Engine):
             raise status_error(url, status, content[:ERROR_BODY_BYTES], content_type, None)
         data = parse_json(content.decode("utf-8", errors="replace"), url).get("data")
         cards = [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+        # LoRA adapters (vLLM's --lora-modules) are listed as models with a parent: the model
+        # and its context window are the base model's
+        cards = [c for c in cards if not c.get("parent")]
         if self.model is None:
             if len(cards) != 1 or not isinstance(cards[0].get("id"), str):
                 names = ", ".join(str(c.get("id")) for c in cards)
@@ -263,7 +266,7 @@ class OpenAICompatibleEngine(Engine):
             client = self._http()
             try:
                 with client.errors(url, sampled):
-                    response = await self._open(client, url, body, headers, clock)
+                    response = await self._open(client, url, body, headers, clock, request.adapter)
                     try:
                         cached_header = None
                         if self.flavor.cached_tokens_header:
@@ -308,6 +311,7 @@ class OpenAICompatibleEngine(Engine):
         body: dict[str, Any],
         headers: dict[str, str],
         clock: Clock,
+        adapter: str | None = None,
     ) -> Answer:
         """Send the request; a 200 answer whose body is still to read, else the error
         (a :class:`Retryable` one for the statuses worth another try)."""
@@ -321,6 +325,7 @@ class OpenAICompatibleEngine(Engine):
                 await error_body(response, clock),
                 response.header("content-type") or "",
                 body.get("model"),
+                None if adapter is None else (adapter, self.flavor.adapter_hint),
             )
         finally:
             with anyio.CancelScope(shield=True):
