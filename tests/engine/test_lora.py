@@ -14,7 +14,9 @@ import httpx
 import pytest
 from harmony_agent import Agent, RunState, tool
 from harmony_agent._encoding import load_encoding
+from harmony_agent.batch import run_batch
 from harmony_agent.engine import (
+    FunctionEngine,
     GenerationRequest,
     LlamaServerEngine,
     OpenAICompatibleEngine,
@@ -334,6 +336,25 @@ async def test_bad_adapters_are_refused_clearly():
     data = {**RunState("r", "t", [], [1]).to_dict(), "adapter": ["x"]}
     with pytest.raises(ValueError, match="malformed 'adapter'"):
         RunState.from_dict(data)
+
+
+async def test_a_batch_task_may_name_its_adapter(tmp_path):
+    seen = {}
+
+    def model(request, turn):
+        seen[request.session_id] = request.adapter
+        return DONE
+
+    tasks = [
+        {"id": "plain", "task": "a"},
+        {"id": "tuned", "task": "b", "settings": {"adapter": "tone"}},
+    ]
+    engine = FunctionEngine(model)
+    summary = await run_batch(
+        tasks, lambda: Agent(engine=engine, adapter="support"), tmp_path / "r.jsonl"
+    )
+    assert summary.failed == 0
+    assert seen == {"plain": "support", "tuned": "tone"}
 
 
 def test_cli_adapter_goes_to_the_run_and_its_trace(tmp_path):
