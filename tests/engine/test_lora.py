@@ -95,6 +95,14 @@ async def test_vllm_model_does_not_exist_is_the_adapter_error(status):
             await collect(engine, dataclasses.replace(REQUEST, adapter="suport"))
 
 
+async def test_a_404_of_the_route_itself_still_points_at_the_base_url():
+    transport = httpx.MockTransport(lambda r: httpx.Response(404, json={"detail": "Not Found"}))
+    engine = OpenAICompatibleEngine("http://vllm.test", model="base", transport=transport)
+    async with engine:
+        with pytest.raises(EngineRequestError, match=r"check the base URL \(it ends in /v1\)"):
+            await collect(engine, dataclasses.replace(REQUEST, adapter="support"))
+
+
 async def test_a_400_that_is_not_about_the_model_stays_a_plain_rejection():
     transport = _vllm_stand_in(400, "max_tokens must be at least 1")
     async with OpenAICompatibleEngine("http://vllm.test/v1", transport=transport) as engine:
