@@ -319,6 +319,8 @@ async def test_a_resumed_run_keeps_its_adapter(tmp_path):
     decision = {state.pending[0].call_id: True}
     result = await agent.resume(state, approve=decision, trace=trace)
     assert result.final_text == "Done." and adapters_of(again) == ["tone"]
+    resumed = load_trace(trace)
+    assert resumed.resumed == 1 and resumed.adapter == "tone"  # the resumed record says so
 
     other = ScriptedEngine([DONE])
     agent = Agent(tools=[pay], engine=other, adapter="support")
