@@ -55,7 +55,8 @@ setup-vllm: $(VLLM_STAMP)
 # once with cmake (shared libraries and llama-server, CPU only, tuned for the building machine
 # with GGML_NATIVE since it runs where it is built), the Python bindings are installed from the
 # same sdist without a second native build and get those libraries. The GGUF converter ships in
-# the sdist too; it and the tiny test model need torch and transformers (pinned like vLLM's).
+# the sdist too; it and the tiny test model need torch and transformers (pinned like vLLM's),
+# the test's LoRA adapter peft.
 LLAMACPP_VERSION := 0.3.36
 LLAMACPP_VENV := .venv-llamacpp
 LLAMACPP_STAMP := $(LLAMACPP_VENV)/.installed
@@ -86,7 +87,7 @@ $(LLAMACPP_STAMP): pyproject.toml $(LLAMACPP_NATIVE)
 	  mkdir -p $$lib && cp -P $(LLAMACPP_BUILD)/bin/*.so* $(LLAMACPP_BUILD)/bin/llama-server $$lib/ && \
 	  ln -sf $$lib/llama-server $(LLAMACPP_VENV)/bin/llama-server
 	ln -sfn src/llama_cpp_python-$(LLAMACPP_VERSION)/vendor/llama.cpp $(LLAMACPP_VENV)/llama.cpp
-	$(LLAMACPP_VENV)/bin/pip install -q torch==2.13.0 transformers==5.19.0 safetensors==0.8.0 sentencepiece==0.2.3 tiktoken==0.14.0 pyyaml numpy
+	$(LLAMACPP_VENV)/bin/pip install -q torch==2.13.0 transformers==5.19.0 safetensors==0.8.0 sentencepiece==0.2.3 tiktoken==0.14.0 peft==0.21.2 pyyaml numpy
 	$(LLAMACPP_VENV)/bin/pip install -q -e '.[dev]'
 	$(LLAMACPP_VENV)/bin/llama-server --version
 	$(LLAMACPP_VENV)/bin/python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)"

@@ -41,6 +41,8 @@ class TaskSettings(BaseModel):
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
+    #: the LoRA adapter the task samples with (the engine must serve it)
+    adapter: str | None = Field(default=None, min_length=1)
 
 
 class _Line(BaseModel):
@@ -250,7 +252,7 @@ def agent_for(agent: Any, task: BatchTask, session_prefix: str = "") -> Any:
     """``agent`` with the task's settings and session id; tools and engine stay shared."""
     s = task.settings
     clone = copy.copy(agent)
-    for name in ("max_turns", "max_tokens_per_turn", "temperature", "top_p", "seed"):
+    for name in ("max_turns", "max_tokens_per_turn", "temperature", "top_p", "seed", "adapter"):
         value = getattr(s, name)
         if value is not None:
             setattr(clone, name, value)

@@ -14,7 +14,13 @@ from harmony_agent.tools.base import Tool, Toolset
 from .errors import ConfigurationError
 from .result import RunResult
 
-__all__ = ["check_agent_arguments", "check_history", "check_no_running_loop", "check_task"]
+__all__ = [
+    "check_adapter",
+    "check_agent_arguments",
+    "check_history",
+    "check_no_running_loop",
+    "check_task",
+]
 
 
 def _got(value: Any) -> str:
@@ -31,6 +37,17 @@ def _error(setting: str, message: str) -> ConfigurationError:
     error = ConfigurationError(message)
     error.settings = (setting,)
     return error
+
+
+def check_adapter(adapter: Any) -> str | None:
+    """``adapter`` (a LoRA adapter's name, or None for the base model), checked."""
+    if adapter is not None and (not isinstance(adapter, str) or not adapter.strip()):
+        raise _error(
+            "adapter",
+            f"adapter must be the name of a LoRA adapter the engine serves (e.g. "
+            f'adapter="support"), or None for the base model, got {_got(adapter)}',
+        )
+    return adapter
 
 
 def _check_count(name: str, value: Any, example: int) -> None:

@@ -60,6 +60,7 @@ def _agent(args: argparse.Namespace, engine: Engine) -> Agent:
         max_turns=args.max_turns,
         max_tokens_per_turn=args.max_tokens,
         temperature=args.temperature,
+        adapter=getattr(args, "adapter", None),
         usage_limits=_limits(args),
         context_window=getattr(args, "context_window", None),
         max_reasoning_tokens=getattr(args, "max_reasoning_tokens", None),
@@ -176,7 +177,13 @@ async def cmd_resume(args: argparse.Namespace, out: Console, err: Console) -> in
                 f"[dim]resuming run {state.run_id} at turn {state.next_turn} "
                 f"({len(state.tool_calls)} tool calls done)[/]"
             )
-        stream = agent.resume_stream(state, approve=decisions, trace=args.trace, approver=approver)
+        stream = agent.resume_stream(
+            state,
+            approve=decisions,
+            trace=args.trace,
+            approver=approver,
+            adapter=getattr(args, "adapter", None),
+        )
         end = await _drive(stream, args, out, _view(args, out, err))
     if isinstance(end, RunPaused):
         return paused(args, err, end, stream)

@@ -136,9 +136,14 @@ class Run(ToolSteps, ContextSteps, OutputSteps):
     warned: set[float] = field(default_factory=set)
     output: OutputSpec | None = None
     output_repairs: int = 0
+    #: this run's LoRA adapter (None: the resumed state's, else the agent's)
+    adapter: str | None = None
 
     def __post_init__(self) -> None:
         self.output = self.output or self.agent.output
+        if self.adapter is None and self.resume is not None:
+            self.adapter = self.resume.adapter
+        self.adapter = self.adapter or self.agent.adapter
         if self.resume is not None:
             self.run_id = self.resume.run_id
             self.usage = RunUsage(**asdict(self.resume.usage))
@@ -303,6 +308,7 @@ class Run(ToolSteps, ContextSteps, OutputSteps):
             usage=self._usage_now(),
             pending=list(self.pending),
             wall_s=self.wall_s(),
+            adapter=self.adapter,
         )
 
     # --- sample: one engine request, parsed as it streams --------------------------------
@@ -330,7 +336,7 @@ class Run(ToolSteps, ContextSteps, OutputSteps):
         analysis = ("analysis", None)
         with _engine_failures(engine):
             schema = self.output.schema if self.output and engine.constrains_output else None
-            request = request_for(self.agent, prompt, self.run_id, self.turn, schema)
+            request = request_for(self.agent, prompt, self.run_id, self.turn, schema, self.adapter)
             async with aclosing(engine.generate(request)) as chunks:
                 async for chunk in chunks:
                     output.extend(chunk.token_ids)

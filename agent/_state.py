@@ -41,7 +41,8 @@ class RunState:
     A paused run's state has the calls waiting for approval in ``pending``; its
     ``prompt_ids`` end with the call the model sampled (``<|call|>`` included), to which the
     resumed run appends the tool's result. ``wall_s`` is the wall time the run has taken so
-    far, not counting the pause.
+    far, not counting the pause. ``adapter`` is the LoRA adapter the run samples with (None:
+    the base model, or a state saved before adapters were recorded); a resumed run keeps it.
 
     Example::
 
@@ -63,6 +64,7 @@ class RunState:
     usage: RunUsage = field(default_factory=RunUsage)
     pending: list[ToolCallRequest] = field(default_factory=list)
     wall_s: float = 0.0
+    adapter: str | None = None
 
     def to_json(self) -> str:
         """The state as one JSON document (:meth:`from_json` reads it back)."""
@@ -98,6 +100,7 @@ class RunState:
             "usage": asdict(self.usage),
             "pending": [p.to_dict() for p in self.pending],
             "wall_s": self.wall_s,
+            **({"adapter": self.adapter} if self.adapter is not None else {}),
         }
 
     @classmethod
@@ -138,6 +141,10 @@ class RunState:
             next_turn = int(data.get("next_turn", 0))
             field_name = "wall_s"
             wall_s = float(data.get("wall_s", 0.0))
+            field_name = "adapter"
+            adapter = data.get("adapter")
+            if adapter is not None and not isinstance(adapter, str):
+                raise TypeError("expected the adapter's name (a string) or null")
         except Exception as exc:  # harmony's and the dataclasses' errors, on foreign data
             raise RunStateError(
                 f"run state has a malformed {field_name!r} field: {type(exc).__name__}: {exc}"
@@ -152,6 +159,7 @@ class RunState:
             usage=usage,
             pending=pending,
             wall_s=wall_s,
+            adapter=adapter,
         )
 
 
@@ -184,6 +192,7 @@ class LoopAgent(Protocol):
     temperature: float | None
     top_p: float | None
     seed: int | None
+    adapter: str | None
     context_window: int | None
     compaction: Compaction | None
     max_reasoning_tokens: int | None

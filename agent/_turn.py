@@ -129,9 +129,11 @@ def request_for(
     run_id: str,
     turn: int,
     output_schema: dict[str, Any] | None = None,
+    adapter: str | None = None,
 ) -> GenerationRequest:
     """The engine request of one turn: as many tokens as the context window has room for
-    (``output_schema``: the final answer's, for an engine that constrains decoding)."""
+    (``output_schema``: the final answer's, for an engine that constrains decoding;
+    ``adapter``: the run's LoRA adapter)."""
     window = agent.context_window or agent.engine.context_window or DEFAULT_CONTEXT_WINDOW
     room = window - len(prompt)
     if room < _MIN_ROOM:
@@ -149,6 +151,7 @@ def request_for(
         output_schema=output_schema,
         session_id=run_id,
         request_id=f"{run_id}-{turn}",
+        adapter=adapter,
     )
 
 

@@ -71,7 +71,13 @@ from ._agent_support import fractions as _fractions
 from ._agent_support import positive as _positive
 from ._agent_support import recorder as _recorder
 from ._agent_support import retries as _retries
-from ._checks import check_agent_arguments, check_history, check_no_running_loop, check_task
+from ._checks import (
+    check_adapter,
+    check_agent_arguments,
+    check_history,
+    check_no_running_loop,
+    check_task,
+)
 from ._context import DEFAULT_WARNINGS, Compaction
 from ._encoding import load_encoding
 from ._hooks import Approver, Decision, Hooks, UsageLimits
@@ -97,6 +103,11 @@ class Agent:
         max_tokens_per_turn: sampling limit of one turn (clamped to the context left).
         max_tool_errors: consecutive failed tool calls before :class:`ToolErrorBudgetError`.
         temperature, top_p, seed: sampling; ``None`` leaves the engine's default.
+        adapter: the LoRA adapter to sample with, by name (``None``: the base model). The
+            engine must serve it: ``VLLMEngine(lora_adapters={name: path})``, a vLLM server
+            started with ``--lora-modules name=path``, a Fireworks fine-tuned model path, or a
+            llama-server ``--lora`` file. A run may set its own (``agent.run(task,
+            adapter=...)``); a resumed run keeps the one its state records.
         model_identity, knowledge_cutoff, conversation_start_date: system message fields;
             the date defaults to today.
         context_window: tokens the model can attend to (default: the engine's, else 131,072).
@@ -151,6 +162,7 @@ class Agent:
         temperature: float | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        adapter: str | None = None,
         model_identity: str | None = None,
         knowledge_cutoff: str | None = "2024-06",
         conversation_start_date: str | None = None,
@@ -188,6 +200,7 @@ class Agent:
         self.max_turns, self.max_tool_errors = max_turns, max_tool_errors
         self.max_tokens_per_turn = max_tokens_per_turn
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
+        self.adapter = check_adapter(adapter)
         self.context_window = context_window
         self.output_retries = _retries(output_retries)
         self.output: OutputSpec | None = None if output_type is None else output_spec(output_type)
@@ -305,6 +318,7 @@ class Agent:
         approver: Approver | None = None,
         max_reasoning_tokens: int | None = None,
         output_type: Any = None,
+        adapter: str | None = None,
     ) -> Run:
         check_task(task)
         check_history(history)
@@ -331,6 +345,7 @@ class Agent:
             max_reasoning_tokens=_positive("max_reasoning_tokens", max_reasoning_tokens),
             output=self._output_for(output_type),
             decisions=decisions,
+            adapter=check_adapter(adapter),
         )
 
     def stream(
@@ -345,6 +360,7 @@ class Agent:
         approver: Approver | None = None,
         max_reasoning_tokens: int | None = None,
         output_type: Any = None,
+        adapter: str | None = None,
     ) -> RunStream:
         """Run and yield events as they happen; the last is ``RunFinished``, ``RunPaused`` or
         ``ErrorEvent``. Once iterated to the end, the stream's ``result`` is the
@@ -370,6 +386,7 @@ class Agent:
                 approver=approver,
                 max_reasoning_tokens=max_reasoning_tokens,
                 output_type=output_type,
+                adapter=adapter,
             )
         )
 
@@ -386,6 +403,7 @@ class Agent:
         approver: Approver | None = None,
         max_reasoning_tokens: int | None = None,
         output_type: Any = None,
+        adapter: str | None = None,
     ) -> RunResult:
         """Run ``task`` to its final answer (or to a pause, when a call needs approval).
 
@@ -397,6 +415,7 @@ class Agent:
         progress while still getting the whole result. ``usage_limits`` and ``hooks``: this
         run's, over the agent's. ``approver(ctx, call)``: decides calls that need approval
         (True, False, or a reason to decline) as they come, instead of pausing the run.
+        ``adapter``: this run's LoRA adapter, over the agent's.
 
         A call that needs approval, with no ``approver``, pauses the run: the result's
         ``status`` is ``"paused"``, its ``interruptions`` the waiting calls, and
@@ -413,6 +432,7 @@ class Agent:
             approver=approver,
             max_reasoning_tokens=max_reasoning_tokens,
             output_type=output_type,
+            adapter=adapter,
         )
         return await _finish(run, on_event)
 
@@ -429,6 +449,7 @@ class Agent:
         approver: Approver | None = None,
         max_reasoning_tokens: int | None = None,
         output_type: Any = None,
+        adapter: str | None = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code (starts its own event loop)."""
         check_no_running_loop("run_sync")
@@ -444,6 +465,7 @@ class Agent:
                 approver=approver,
                 max_reasoning_tokens=max_reasoning_tokens,
                 output_type=output_type,
+                adapter=adapter,
             )
         )
 
@@ -457,6 +479,7 @@ class Agent:
         usage_limits: UsageLimits | None = None,
         hooks: Hooks | None = None,
         approver: Approver | None = None,
+        adapter: str | None = None,
     ) -> RunStream:
         """Go on with a run from ``state`` (a paused result's ``state``, ``RunState.from_json``
         or ``load_trace(path).resume_state()``); events as :meth:`stream`.
@@ -466,6 +489,8 @@ class Agent:
         is checked first, and nothing runs when it does not fit: decisions for calls it does
         not wait on (or none for one it does), or an agent whose prompt differs from the one
         that made the state (other instructions, tools or settings): :class:`RunStateError`.
+        The run samples with the LoRA adapter the state records unless ``adapter`` names
+        another (then the agent's, when the state has none).
         """
         return RunStream(
             self._run(
@@ -477,6 +502,7 @@ class Agent:
                 usage_limits=usage_limits,
                 hooks=hooks,
                 approver=approver,
+                adapter=adapter,
             )
         )
 
@@ -491,6 +517,7 @@ class Agent:
         usage_limits: UsageLimits | None = None,
         hooks: Hooks | None = None,
         approver: Approver | None = None,
+        adapter: str | None = None,
     ) -> RunResult:
         """:meth:`resume_stream` to the final answer (or the next pause).
 
@@ -529,6 +556,7 @@ class Agent:
             usage_limits=usage_limits,
             hooks=hooks,
             approver=approver,
+            adapter=adapter,
         )
         return await _finish(run, on_event)
 

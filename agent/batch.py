@@ -7,8 +7,8 @@ A tasks file is JSON lines, one task each::
 
 ``task`` is required; ``id`` defaults to a digest of the task and its settings (stable across
 reruns); ``settings`` may set ``instructions``, ``reasoning_effort``, ``max_turns``,
-``max_tokens_per_turn``, ``temperature``, ``top_p`` and ``seed`` for that task. A bad line is
-reported with its number and skipped; the rest runs.
+``max_tokens_per_turn``, ``temperature``, ``top_p``, ``seed`` and ``adapter`` (a LoRA adapter's
+name) for that task. A bad line is reported with its number and skipped; the rest runs.
 
 The results file is JSON lines too: a header naming the batch (a digest of the tasks file),
 then one record per task as it finishes, flushed and fsynced, so a crash or Ctrl-C loses only

@@ -39,6 +39,7 @@ _FLAGS = {
     "max_turns": "--max-turns",
     "max_tokens_per_turn": "--max-tokens",
     "temperature": "--temperature",
+    "adapter": "--adapter",
 }
 
 #: the CLI option for each UsageLimits figure
@@ -165,6 +166,11 @@ def _agent_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> N
         "--max-wall", type=float, metavar="SECONDS", help="stop once the run takes longer"
     )
     parser.add_argument("--temperature", type=float, help="sampling temperature (engine default)")
+    parser.add_argument(
+        "--adapter",
+        metavar="NAME",
+        help="the LoRA adapter to sample with (the engine must serve it; default: the base model)",
+    )
     parser.add_argument(
         "--context-window",
         type=int,

@@ -3,7 +3,8 @@
 One record per line, each a JSON object with a ``record`` kind:
 
 * ``header`` — first line: format name and version, run id, task, the conversation the first
-  prompt rendered (harmony message dicts) and that prompt's token ids.
+  prompt rendered (harmony message dicts) and that prompt's token ids; ``adapter``, the LoRA
+  adapter the run samples with, when it has one.
 * ``event`` — every event of the run (``harmony_agent.events``), token ids of each turn in
   its ``turn_finished`` event.
 * ``step`` — after each completed tool step: the ids the model sampled, the ids appended
@@ -15,7 +16,8 @@ One record per line, each a JSON object with a ``record`` kind:
 * ``compaction`` — the context was compacted (the one deliberate prefix break): the whole
   new prompt's ids and messages, tokens before and after, what was removed. Later steps
   continue from that prompt.
-* ``resumed`` — a run went on from the last step (``harmony-agent resume``).
+* ``resumed`` — a run went on from the last step (``harmony-agent resume``), with its
+  ``adapter`` when it has one.
 
 Records are buffered between steps and written, flushed and fsynced at every step boundary
 (turn finished, tool result, run finished, error), so whatever completed survives a crash.
@@ -169,6 +171,8 @@ class TraceWriter:
             "time": time.time(),
             "next_turn": state.next_turn,
         }
+        if state.adapter is not None:
+            record["adapter"] = state.adapter
         if kind == "header":
             record["messages"] = [m.to_dict() for m in state.messages]
             record["prompt_ids"] = list(state.prompt_ids)
@@ -266,6 +270,8 @@ class Trace:
     records: list[dict[str, Any]] = field(default_factory=list)
     resumed: int = 0
     truncated_tail: bool = False
+    #: the LoRA adapter the run sampled with last (header, or the latest resumption)
+    adapter: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -291,6 +297,7 @@ class Trace:
             task=self.task,
             messages=[Message.from_dict(m) for m in self.header["messages"]],
             prompt_ids=list(self.header["prompt_ids"]),
+            adapter=self.header.get("adapter"),
         )
 
     def resume_state(self) -> RunState:
@@ -337,6 +344,7 @@ class Trace:
             usage=usage,
             pending=pending,
             wall_s=wall_s,
+            adapter=self.adapter,
         )
 
     @property
@@ -379,7 +387,7 @@ def load_trace(path: str | Path) -> Trace:
             f"trace {path} has format version {header.get('version')}, this harmony-agent "
             f"reads version {VERSION}; use the harmony-agent release that wrote it"
         )
-    trace = Trace(path, header, truncated_tail=truncated)
+    trace = Trace(path, header, truncated_tail=truncated, adapter=_adapter(header))
     for number, record in enumerate(records[1:], start=2):
         kind = record["record"]
         try:
@@ -392,8 +400,16 @@ def load_trace(path: str | Path) -> Trace:
                 trace.records.append(record)
             elif kind == "resumed":
                 trace.resumed += 1
+                trace.adapter = _adapter(record)
             else:
                 raise ValueError(f"unknown record kind {kind!r}")
         except (KeyError, TypeError, ValueError) as exc:
             raise TraceError(f"trace {path} line {number}: {exc}") from None
     return trace
+
+
+def _adapter(record: dict[str, Any]) -> str | None:
+    adapter = record.get("adapter")
+    if adapter is not None and not isinstance(adapter, str):
+        raise TraceError(f"the trace's adapter must be a name (a string), got {adapter!r}")
+    return adapter

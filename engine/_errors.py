@@ -130,10 +130,30 @@ def _one_line(text: str) -> str:
 
 
 def status_error(
-    url: str, status: int, body: bytes, content_type: str, model: str | None
+    url: str,
+    status: int,
+    body: bytes,
+    content_type: str,
+    model: str | None,
+    adapter: tuple[str, str] | None = None,
 ) -> EngineError:
-    """The error for a non-200 answer, with what to check first."""
+    """The error for a non-200 answer, with what to check first. ``adapter``: the LoRA
+    adapter the request named and what to check when the server does not know it."""
     message = server_message(body, content_type)
+    # a 404 of the route itself (a wrong base URL: "Not Found", a web server's page) is not
+    # about the adapter
+    route_missing = message in ("Not Found", "an empty body") or message.startswith("an HTML")
+    if adapter is not None and (
+        (status == 404 and not route_missing)
+        or (status == 400 and "does not exist" in message.lower())
+    ):
+        name, hint = adapter
+        return with_settings(
+            EngineRequestError(
+                f"{url} does not serve the LoRA adapter {name!r} ({status}: {message}); {hint}"
+            ),
+            "adapter",
+        )
     if status in (401, 403):
         return with_settings(
             EngineRequestError(

@@ -69,9 +69,16 @@ class Flavor:
     field_advice: Mapping[str, str] = field(default_factory=dict)
     #: a pattern of the server's 400 message for a prompt longer than its context window
     overflow_message: str | None = None
+    #: the body field that names a request's LoRA adapter; None: the adapter's name replaces
+    #: ``model`` (vLLM serves each ``--lora-modules`` adapter as a model of its own)
+    adapter_field: str | None = None
+    #: what to check when the server does not know an adapter (its 404)
+    adapter_hint: str = "check that the server serves an adapter of that name"
 
     def body(self, request: GenerationRequest, model: str, *, stream: bool) -> dict[str, Any]:
         """The JSON body of ``request`` for this server."""
+        if request.adapter is not None and self.adapter_field is None:
+            model = request.adapter
         body: dict[str, Any] = {
             "model": model,
             "prompt": list(request.prompt_ids),
@@ -108,6 +115,8 @@ class Flavor:
             body[self.session_field] = request.session_id
         if request.request_id and self.request_id_field:
             body[self.request_id_field] = request.request_id
+        if request.adapter is not None and self.adapter_field is not None:
+            body[self.adapter_field] = request.adapter
         return body
 
     def headers(
@@ -172,6 +181,8 @@ VLLM = Flavor(
     request_id_field="request_id",
     models_report_context=True,
     takes_cache_salt=True,
+    adapter_hint="register it with the server: vllm serve MODEL --enable-lora "
+    "--lora-modules NAME=/path/to/adapter (GET /v1/models lists the ones it serves)",
 )
 
 # Fireworks takes stop strings only, returns the sampled ids in ``raw_output``, keys its
@@ -185,6 +196,8 @@ FIREWORKS = Flavor(
     session_headers=("x-session-affinity",),
     session_field="prompt_cache_key",
     cached_tokens_header="fireworks-cached-prompt-tokens",
+    adapter_hint="on Fireworks the adapter is a fine-tuned model: check its path "
+    "(accounts/ACCOUNT/models/NAME) and that it is deployed for serverless or on your deployment",
 )
 
 
@@ -238,6 +251,8 @@ SGLANG = Flavor(
     models_report_context=True,
     stop_reason_field="matched_stop",
     takes_cache_salt=True,
+    adapter_field="lora_path",
+    adapter_hint="start SGLang with the adapter: --enable-lora --lora-paths NAME=/path/to/adapter",
     accepted_fields=_SGLANG_FIELDS,
     field_advice={
         "structured_outputs": "SGLang takes a constraint as response_format: "

@@ -58,6 +58,8 @@ class GenerationRequest:
     :attr:`Engine.constrains_output` hold final messages to it while decoding (reasoning and
     tool calls stay free); the agent sends it to no other engine.
     ``session_id`` lets an engine keep one conversation on one replica's cache.
+    ``adapter`` names the LoRA adapter to sample with (``None``: the base model); an engine
+    that does not serve that adapter, or none at all, refuses the request.
     """
 
     prompt_ids: Sequence[int]
@@ -70,6 +72,7 @@ class GenerationRequest:
     output_schema: dict[str, Any] | None = None
     session_id: str | None = None
     request_id: str | None = None
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,11 @@ What it takes care of:
   with the session's later requests, so each run keeps its slot's prefix cache (``-np N``).
 - **Checks at first use.** ``/props`` must answer like llama-server, and the loaded GGUF must
   tokenize the Harmony special tokens to gpt-oss's ids.
+- **LoRA adapters** loaded at start (``--lora FILE.gguf``, listed at ``GET /lora-adapters``)
+  are picked per request by name (``GenerationRequest.adapter``): the file's name with or
+  without ``.gguf``, or its path. When the server has adapters, every request sends the scale
+  of each (1 for the one asked for, 0 for the others), so a request without an adapter gets
+  the base model whatever the server's global scales are.
 
 Timeouts: ``connect_timeout`` to open a connection, ``first_token_timeout`` until the first
 chunk, ``token_timeout`` between chunks. Failures before the first id (refused, reset, 503 while
@@ -153,6 +158,7 @@ class LlamaServerEngine(Engine):
         self.context_window = context_window
         self.extra_body = extra_body or {}
         self.props: dict[str, Any] | None = None  # what /props said at first use
+        self.lora_adapters: list[dict[str, Any]] = []  # what /lora-adapters said at first use
         self._headers = {"accept": "text/event-stream" if stream else "application/json"}
         self._headers.update(headers or {})
         self._timeout = httpx.Timeout(
@@ -254,7 +260,51 @@ class LlamaServerEngine(Engine):
                         f"gpt-oss's o200k_harmony as {expected}. Load a gpt-oss GGUF "
                         "(e.g. gpt-oss-20b-mxfp4.gguf), or pass check_model=False."
                     )
+            self.lora_adapters = await self._adapters()
             self._checked = True
+
+    async def _adapters(self) -> list[dict[str, Any]]:
+        """The LoRA adapters the server loaded (``GET /lora-adapters``; none when it has no
+        such endpoint)."""
+        client = await self._http()
+        url = self.base_url + "/lora-adapters"
+        try:
+            response = await client.get(url, headers=self._headers, timeout=30)
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(
+                f"cannot reach {url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code != 200:
+            return []
+        try:
+            data = response.json()
+        except ValueError:
+            return []
+        if not isinstance(data, list):
+            return []
+        return [a for a in data if isinstance(a, dict) and isinstance(a.get("id"), int)]
+
+    def _lora(self, adapter: str | None) -> list[dict[str, Any]] | None:
+        """The per-request ``lora`` field: every loaded adapter's scale (None: none loaded)."""
+        if adapter is None and not self.lora_adapters:
+            return None
+        chosen = None
+        if adapter is not None:
+            matches = [a["id"] for a in self.lora_adapters if adapter in _adapter_names(a)]
+            if not matches:
+                loaded = ", ".join(repr(_adapter_names(a)[0]) for a in self.lora_adapters)
+                error = EngineRequestError(
+                    f"{self.base_url} has no LoRA adapter {adapter!r} loaded "
+                    f"({'its adapters: ' + loaded if loaded else 'it loaded none'}); start "
+                    f"llama-server with --lora {adapter}.gguf (and --lora-init-without-apply, "
+                    "so requests without an adapter get the base model), or pick a loaded one"
+                )
+                error.settings = ("adapter",)
+                raise error
+            chosen = matches[0]
+        return [
+            {"id": a["id"], "scale": 1.0 if a["id"] == chosen else 0.0} for a in self.lora_adapters
+        ]
 
     def _body(self, request: GenerationRequest, n_predict: int) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -273,6 +323,9 @@ class LlamaServerEngine(Engine):
             body["seed"] = request.seed
         if self.slot_affinity and request.session_id in self._slots:
             body["id_slot"] = self._slots[request.session_id]
+        lora = self._lora(request.adapter)
+        if lora is not None:
+            body["lora"] = lora
         body.update(self.extra_body)
         return body
 
@@ -348,6 +401,7 @@ class LlamaServerEngine(Engine):
             top_p=request.top_p,
             seed=request.seed,
             session_id=request.session_id,
+            adapter=request.adapter,
         )
         body = self._body(rest, rest.max_tokens)
         body["stream"] = False
@@ -602,6 +656,15 @@ def _repair(text: str, ids: list[int], missing: int) -> list[int] | None:
 
 
 # --- responses -------------------------------------------------------------------------------
+
+
+def _adapter_names(adapter: dict[str, Any]) -> tuple[str, ...]:
+    """The names a loaded adapter answers to: its file's name without and with ``.gguf``, and
+    the path the server was given."""
+    path = str(adapter.get("path") or "")
+    name = Path(path).name
+    stem = name[: -len(".gguf")] if name.endswith(".gguf") else name
+    return tuple(dict.fromkeys(n for n in (stem, name, path) if n)) or (f"#{adapter['id']}",)
 
 
 def _json(text: str, where: str) -> dict[str, Any]:

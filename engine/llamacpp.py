@@ -169,6 +169,13 @@ class LlamaCppEngine(Engine):
                 "structured-output constraints are not supported by LlamaCppEngine; drop the "
                 "constraint (output_type) or use a vLLM engine"
             )
+        if request.adapter is not None:
+            raise EngineRequestError(
+                f"LoRA adapters are not supported by LlamaCppEngine (asked for "
+                f"{request.adapter!r}); serve the adapter with llama-server "
+                "(llama-server -m MODEL.gguf --lora ADAPTER.gguf, then LlamaServerEngine) or "
+                "merge it into the GGUF"
+            )
         prompt = [int(t) for t in request.prompt_ids]
         if not prompt:
             raise EngineRequestError("the prompt is empty; an engine request needs prompt ids")

@@ -239,6 +239,9 @@ class OpenAICompatibleEngine(Engine):
             raise status_error(url, status, content[:ERROR_BODY_BYTES], content_type, None)
         data = parse_json(content.decode("utf-8", errors="replace"), url).get("data")
         cards = [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+        # LoRA adapters (vLLM's --lora-modules) are listed as models with a parent: the model
+        # and its context window are the base model's
+        cards = [c for c in cards if not c.get("parent")]
         if self.model is None:
             if len(cards) != 1 or not isinstance(cards[0].get("id"), str):
                 names = ", ".join(str(c.get("id")) for c in cards)
@@ -303,7 +306,7 @@ class OpenAICompatibleEngine(Engine):
             client = self._http()
             try:
                 with client.errors(url, sampled):
-                    response = await self._open(client, url, body, headers, clock)
+                    response = await self._open(client, url, body, headers, clock, request.adapter)
                     if self._session_tokens is not None:
                         tokens = self._session_tokens
                         tokens.remember(request.session_id, response.header(tokens.header))
@@ -359,6 +362,7 @@ class OpenAICompatibleEngine(Engine):
         body: dict[str, Any],
         headers: dict[str, str],
         clock: Clock,
+        adapter: str | None = None,
     ) -> Answer:
         """Send the request; a 200 answer whose body is still to read, else the error
         (a :class:`Retryable` one for the statuses worth another try)."""
@@ -368,7 +372,14 @@ class OpenAICompatibleEngine(Engine):
         try:
             content = await error_body(response, clock)
             content_type = response.header("content-type") or ""
-            error = status_error(url, response.status, content, content_type, body.get("model"))
+            error = status_error(
+                url,
+                response.status,
+                content,
+                content_type,
+                body.get("model"),
+                None if adapter is None else (adapter, self.flavor.adapter_hint),
+            )
             overflow = self.flavor.overflow_message
             if response.status == 400 and overflow:
                 message = server_message(content, content_type)

@@ -13,6 +13,11 @@ Example::
 
     async with VLLMEngine("openai/gpt-oss-20b") as engine:        # on a GPU machine
         result = await Agent(engine=engine).run("Say hi")
+
+LoRA adapters are named when the engine is made and chosen per agent or per run::
+
+    engine = VLLMEngine("openai/gpt-oss-20b", lora_adapters={"support": "/adapters/support"})
+    result = await Agent(engine=engine, adapter="support").run("Say hi")
 """
 
 # vLLM is optional and installed in its own environment (make setup-vllm), not in the one the
@@ -22,7 +27,8 @@ Example::
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
+from os import PathLike
 from typing import Any
 
 import anyio
@@ -75,14 +81,38 @@ class VLLMEngine(Engine):
     pass ``skip_tokenizer_init=False`` (the model directory must have the tokenizer files).
 
     ``logprobs=True``: each chunk carries the log probability of every sampled id.
+
+    ``lora_adapters``: LoRA adapters by name (``{"name": "/path/to/peft/adapter"}``, a local
+    directory or a Hugging Face repo id). The engine then starts with LoRA enabled
+    (``enable_lora``, ``max_loras`` as many as there are adapters, at most 4 at once;
+    ``max_lora_rank`` the largest rank of any adapter, vLLM's default 16); a request's
+    ``adapter`` picks one by name, and a name the engine was not given is refused before
+    sampling. vLLM loads an adapter on its first use.
     """
 
     def __init__(
-        self, model: str = "openai/gpt-oss-20b", *, logprobs: bool = False, **overrides: Any
+        self,
+        model: str = "openai/gpt-oss-20b",
+        *,
+        logprobs: bool = False,
+        lora_adapters: Mapping[str, str | PathLike[str]] | None = None,
+        max_lora_rank: int | None = None,
+        **overrides: Any,
     ) -> None:
         self.model = model
         self.logprobs = logprobs
-        self.engine_args = {**GPU_DEFAULTS, **overrides, "model": model}
+        self.lora_adapters = _adapters(lora_adapters)
+        lora: dict[str, Any] = {}
+        if self.lora_adapters:
+            lora = {"enable_lora": True, "max_loras": min(len(self.lora_adapters), 4)}
+            if max_lora_rank is not None:
+                lora["max_lora_rank"] = max_lora_rank
+        elif max_lora_rank is not None:
+            raise ConfigurationError(
+                "max_lora_rank is set but no lora_adapters are given; name the adapters "
+                '(lora_adapters={"name": "/path/to/adapter"}) or drop max_lora_rank'
+            )
+        self.engine_args = {**GPU_DEFAULTS, **lora, **overrides, "model": model}
         self.context_window = self.engine_args.get("max_model_len")
         self.constrains_output = not self.engine_args.get("skip_tokenizer_init", False)
         self._llm: Any = None
@@ -94,6 +124,8 @@ class VLLMEngine(Engine):
             if self._llm is not None:
                 return
             AsyncEngineArgs, AsyncLLM, *_ = _import_vllm()
+            if self.lora_adapters:
+                _check_lora_platform()
             try:
                 args = AsyncEngineArgs(**self.engine_args)
             except TypeError as exc:
@@ -147,7 +179,29 @@ class VLLMEngine(Engine):
             kwargs["structured_outputs"] = StructuredOutputsParams(**constraint)
         return SamplingParams(**kwargs)
 
+    def lora_request(self, adapter: str | None) -> Any:
+        """vLLM's ``LoRARequest`` for the adapter named ``adapter`` (None: the base model);
+        :class:`ConfigurationError` for a name the engine was not given."""
+        if adapter is None:
+            return None
+        if adapter not in self.lora_adapters:
+            known = ", ".join(map(repr, self.lora_adapters)) or "none"
+            error = ConfigurationError(
+                f"the LoRA adapter {adapter!r} is not one this engine serves (its adapters: "
+                f"{known}); add it to VLLMEngine(lora_adapters={{{adapter!r}: PATH}}) or pick a "
+                "known one"
+            )
+            error.settings = ("adapter",)
+            raise error
+        from vllm.lora.request import LoRARequest
+
+        # ids follow the order the adapters were given in: stable for the engine's lifetime,
+        # so vLLM's prefix cache (keyed by the adapter's id) is never shared between adapters
+        lora_id = list(self.lora_adapters).index(adapter) + 1
+        return LoRARequest(adapter, lora_id, self.lora_adapters[adapter])
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        lora = self.lora_request(request.adapter)
         await self.start()
         *_, TokensPrompt = _import_vllm()
         request_id = request.request_id or uuid.uuid4().hex
@@ -157,7 +211,9 @@ class VLLMEngine(Engine):
         finished = False
         produced = 0
         try:
-            async for out in self._llm.generate(prompt, params, request_id=request_id):
+            async for out in self._llm.generate(
+                prompt, params, request_id=request_id, lora_request=lora
+            ):
                 completion = out.outputs[0]
                 ids = tuple(completion.token_ids)
                 produced += len(ids)
@@ -198,6 +254,48 @@ class VLLMEngine(Engine):
             if not finished and self._llm is not None:
                 with anyio.CancelScope(shield=True):
                     await self._llm.abort(request_id)
+
+
+def _adapters(given: Mapping[str, str | PathLike[str]] | None) -> dict[str, str]:
+    """The adapters by name, checked: non-empty names, each with a path."""
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise ConfigurationError(
+            f"lora_adapters must map adapter names to paths "
+            f'({{"name": "/path/to/adapter"}}), got {type(given).__name__}'
+        )
+    adapters: dict[str, str] = {}
+    for name, path in given.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(
+                f"a LoRA adapter's name must be a non-empty string, got {name!r}"
+            )
+        if not isinstance(path, str | PathLike) or not str(path).strip():
+            raise ConfigurationError(
+                f"the LoRA adapter {name!r} needs a path (a PEFT adapter directory or a Hugging "
+                f"Face repo id), got {path!r}"
+            )
+        adapters[name] = str(path)
+    return adapters
+
+
+def _check_lora_platform() -> None:
+    """Refuse LoRA where vLLM cannot run it for gpt-oss, before the engine starts."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        # With LoRA enabled vLLM runs every MoE layer through its Triton kernel (even when no
+        # adapter targets the experts), and the CPU build has no Triton: the first forward pass
+        # fails with "module 'triton.language' has no attribute 'bfloat16'" and the engine dies.
+        error = ConfigurationError(
+            "vLLM's CPU build cannot serve LoRA adapters for gpt-oss: with LoRA enabled it "
+            "runs the mixture-of-experts layers through a Triton kernel, which has no CPU "
+            "backend. Serve the adapters from vLLM on a GPU, or use llama-server with "
+            "--lora ADAPTER.gguf (LlamaServerEngine), or merge the adapter into the weights."
+        )
+        error.settings = ("lora_adapters",)
+        raise error
 
 
 def _logprobs(ids: tuple[int, ...], positions: Any) -> tuple[float | None, ...]:

@@ -269,3 +269,15 @@ async def test_the_tags_sent_parse_as_xgrammars_structural_tag():
     answer = StructuralTag.model_validate(SGLANG.output_constraint(SCHEMA, IN_FINAL)[1])
     assert type(answer.format).__name__ == "JSONSchemaFormat"
     assert answer.format.max_whitespace_cnt == 1
+
+
+async def test_an_adapter_goes_as_lora_path_and_the_model_stays_the_base():
+    # SGLang serves adapters loaded with --lora-paths NAME=PATH by name in lora_path; the
+    # model field keeps naming the base model
+    request = GenerationRequest(prompt_ids=PROMPT, max_tokens=100, adapter="support-v2")
+    async with serve_sglang([CALL_REPLY]) as server:
+        async with OpenAICompatibleEngine(server.url, flavor="sglang") as engine:
+            _, ids = await collect(engine, request)
+    assert ids == CALL_REPLY
+    body = server.requests[0]
+    assert body["lora_path"] == "support-v2" and body["model"] == "openai/gpt-oss-20b"
