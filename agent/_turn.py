@@ -20,6 +20,7 @@ from ._output import OutputInvalid
 from ._parse import Delta, MessageStart
 from ._registry import ToolRegistry, is_tool_recipient
 from ._state import LoopAgent
+from ._tokens import DEFAULT_STOP_TOKEN_IDS
 from ._transcript import PromptView
 from .errors import ContextOverflowError, OutputTruncatedError, UnknownToolError
 from .events import Event, PreambleDelta, ReasoningDelta, TextDelta, ToolCallStarted
@@ -144,7 +145,7 @@ def request_for(
     return GenerationRequest(
         prompt_ids=prompt,
         max_tokens=min(agent.max_tokens_per_turn, room),
-        stop_token_ids=tuple(agent.encoding.stop_tokens_for_assistant_actions()),
+        stop_token_ids=DEFAULT_STOP_TOKEN_IDS,  # <|return|> and <|call|>: the encoding's
         temperature=agent.temperature,
         top_p=agent.top_p,
         seed=agent.seed,
