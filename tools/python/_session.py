@@ -35,34 +35,25 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from harmony_agent.errors import ConfigurationError
 
 from ._files import RunFiles, Scan
+from ._layout import (
+    DEFAULT_LIMITS,
+    INSIDE_WORKER,
+    Layout,
+    Limits,
+    Mode,
+    bubblewrap_available,
+    data_path,
+)
 from ._procs import cmdline, descendants, send, stopped
 from ._uids import UidLease, kill_uid, pids_of_uid
 
 __all__ = ["ExecResult", "Limits", "SandboxSession", "bubblewrap_available"]
 
-Mode = Literal["bubblewrap", "process"]
 Outcome = Literal["ok", "interrupted", "killed", "died", "quota", "protocol"]
 WORKER = Path(__file__).with_name("_worker.py")
-INSIDE_WORKER = "/opt/harmony-agent/worker.py"
-SECCOMP_LIBRARY = "libseccomp.so.2"
 MAX_REPLY = 64 << 20
 SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable on a usual host
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Resource limits of a sandbox session."""
-
-    cpu_s: int = 600  # CPU seconds over the session's life (a backstop; the wall clock rules)
-    memory_bytes: int = 2 << 30  # address space, with MALLOC_ARENA_MAX=2
-    file_bytes: int = 64 << 20  # largest file the code may write
-    open_files: int = 256
-    processes: int = 64  # processes and threads of the session's uid
-    data_quota_bytes: int = 512 << 20  # everything under /mnt/data
-    data_entries: int = 20_000  # files and directories under /mnt/data
-    data_depth: int = 64  # directory levels under /mnt/data
-    tmp_bytes: int = 128 << 20  # size of /tmp, and again of /dev/shm (bubblewrap mode)
 
 
 @dataclass
@@ -80,42 +71,6 @@ class ExecResult:
     seconds: float = 0.0
 
 
-_BWRAP_OK: bool | None = None
-_BWRAP_DISABLE_USERNS: bool | None = None
-
-
-def bubblewrap_available() -> bool:
-    """Whether bwrap can create its namespaces here (checked once per process)."""
-    global _BWRAP_OK
-    if _BWRAP_OK is None:
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            _BWRAP_OK = False
-        else:
-            probe = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
-            probe += ["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"]
-            probe += ["--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev"]
-            try:
-                _BWRAP_OK = (
-                    subprocess.run([*probe, "/usr/bin/true"], capture_output=True, timeout=10)
-                ).returncode == 0
-            except (OSError, subprocess.TimeoutExpired):
-                _BWRAP_OK = False
-    return _BWRAP_OK
-
-
-def _bwrap_disables_userns() -> bool:
-    """Whether this bwrap has ``--disable-userns`` (0.8 and later)."""
-    global _BWRAP_DISABLE_USERNS
-    if _BWRAP_DISABLE_USERNS is None:
-        try:
-            out = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=10)
-            _BWRAP_DISABLE_USERNS = "--disable-userns" in out.stdout + out.stderr
-        except (OSError, subprocess.TimeoutExpired):
-            _BWRAP_DISABLE_USERNS = False
-    return _BWRAP_DISABLE_USERNS
-
-
 class SandboxSession:
     """A persistent worker. ``start`` once, ``execute`` many times, ``close`` at the end."""
 
@@ -125,7 +80,7 @@ class SandboxSession:
         *,
         mode: Mode,
         python: str = "/usr/bin/python3",
-        limits: Limits = Limits(),
+        limits: Limits = DEFAULT_LIMITS,
         max_output_chars: int = 20_000,
         interrupt_grace: float = 2.0,
         same_user: bool = False,
@@ -142,7 +97,7 @@ class SandboxSession:
                 "bubblewrap, or opt in to no isolation with isolation='process-unsafe'"
             )
         self.data_dir = data_dir
-        self.mode = mode
+        self.mode: Mode = mode
         self.python = python
         self.limits = limits
         self.max_output_chars = max_output_chars
@@ -174,7 +129,7 @@ class SandboxSession:
     @property
     def data_path(self) -> str:
         """The data directory as the code sees it."""
-        return "/mnt/data" if self.mode == "bubblewrap" else str(self.data_dir)
+        return data_path(self.mode, self.data_dir)
 
     # --- directories ------------------------------------------------------------------------
 
@@ -250,65 +205,6 @@ class SandboxSession:
 
     # --- the worker -------------------------------------------------------------------------
 
-    def _config(self) -> dict[str, Any]:
-        assert self.mode == "bubblewrap" or self._private is not None
-        capture = "/tmp/.ha-capture" if self.mode == "bubblewrap" else f"{self._private}/w/capture"
-        lim = self.limits
-        return {
-            "max_output_chars": self.max_output_chars,
-            "capture": capture,
-            "data_dir": self.data_path,
-            "seccomp_library": SECCOMP_LIBRARY,
-            "limits": {
-                "cpu_s": lim.cpu_s,
-                "memory_bytes": lim.memory_bytes,
-                "file_bytes": lim.file_bytes,
-                "open_files": lim.open_files,
-                "processes": lim.processes if self.uid is not None else None,
-            },
-        }
-
-    def _env(self) -> dict[str, str]:
-        tmp = "/tmp" if self.mode == "bubblewrap" else f"{self._private}/w"
-        return {
-            "PATH": "/usr/bin:/bin",
-            "HOME": self.data_path,
-            "LANG": "C.UTF-8",
-            "TMPDIR": tmp,
-            "MALLOC_ARENA_MAX": "2",
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "MPLBACKEND": "Agg",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "HA_SANDBOX_CONFIG": json.dumps(self._config()),
-        }
-
-    def _bwrap_args(self, worker_fd: int) -> list[str]:
-        """bwrap's options. They go in through a pipe (``--args``), so the sandbox's
-        /proc/1/cmdline shows no host path and no configuration."""
-        tmp = str(self.limits.tmp_bytes)
-        args = ["--unshare-all", "--die-with-parent", "--new-session"]
-        if _bwrap_disables_userns():
-            args += ["--unshare-user", "--disable-userns"]
-        args += ["--ro-bind", "/usr", "/usr"]
-        for link in ("lib", "lib64", "bin", "sbin"):
-            args += ["--symlink", f"usr/{link}", f"/{link}"]
-        args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp, "--tmpfs", "/dev/shm"]
-        args += ["--size", tmp, "--tmpfs", "/tmp", "--dir", "/mnt"]
-        args += ["--bind", str(self.data_dir), "/mnt/data"]
-        # the worker goes in as a file descriptor opened by the host: the sandbox's uid
-        # need not be able to reach the package's path
-        args += ["--ro-bind-data", str(worker_fd), INSIDE_WORKER]
-        if not self.python.startswith("/usr/"):
-            prefix = str(Path(self.python).resolve().parent.parent)
-            args += ["--ro-bind", prefix, prefix]
-        args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/mnt/data"]
-        args.append("--clearenv")
-        for key, value in self._env().items():
-            args += ["--setenv", key, value]
-        return args
-
     async def start(self) -> float:
         """Start the worker; returns the seconds it took until it was ready."""
         started = time.perf_counter()
@@ -317,13 +213,22 @@ class SandboxSession:
         kwargs: dict[str, Any] = {}
         if self.uid is not None:
             kwargs.update(user=self.uid, group=self.uid, extra_groups=[])
+        layout = Layout(
+            self.mode,
+            self.data_dir,
+            self.python,
+            self.limits,
+            self.max_output_chars,
+            self._private,
+            own_uid=self.uid is not None,
+        )
         worker_fd = os.open(WORKER, os.O_RDONLY | os.O_CLOEXEC)
         fds = [worker_fd]
         try:
             if self.mode == "bubblewrap":
                 args_r, args_w = os.pipe()
                 fds.append(args_r)
-                data = b"".join(a.encode() + b"\0" for a in self._bwrap_args(worker_fd))
+                data = b"".join(a.encode() + b"\0" for a in layout.bwrap_args(worker_fd))
                 try:
                     os.write(args_w, data)  # well under a pipe's buffer
                 finally:
@@ -332,7 +237,7 @@ class SandboxSession:
                 env, cwd = {"PATH": "/usr/bin:/bin"}, "/"
             else:
                 argv = [self.python, "-I", "-u", str(WORKER)]
-                env, cwd = self._env(), str(self.data_dir)
+                env, cwd = layout.env(), str(self.data_dir)
             self._process = await anyio.open_process(
                 argv,
                 stdin=subprocess.PIPE,

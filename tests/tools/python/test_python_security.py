@@ -15,7 +15,7 @@ import anyio
 import pytest
 from harmony_agent import RunContext
 from harmony_agent.tools import PythonTool
-from harmony_agent.tools.python import Limits, SandboxFileError, _session
+from harmony_agent.tools.python import Limits, SandboxFileError, _layout, _session
 from harmony_agent.tools.python._uids import pids_of_uid
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.anyio]
@@ -155,7 +155,7 @@ async def test_seccomp_denies_io_uring_namespaces_and_the_mount_api(mode):
 
 
 async def test_no_seccomp_filter_no_sandbox(monkeypatch):
-    monkeypatch.setattr(_session, "SECCOMP_LIBRARY", "libseccomp-missing.so.2")
+    monkeypatch.setattr(_layout, "SECCOMP_LIBRARY", "libseccomp-missing.so.2")
     tool = tool_for("bubblewrap")
     async with RunContext.open() as ctx:
         (inner,) = tool.tools()
@@ -379,7 +379,7 @@ NON_ROOT = textwrap.dedent("""
     from harmony_agent import RunContext
     from harmony_agent.errors import ConfigurationError
     from harmony_agent.tools import PythonTool
-    from harmony_agent.tools.python import _session
+    from harmony_agent.tools.python import _layout
 
     async def run(tool, *cells):
         async with RunContext.open() as ctx:
@@ -393,7 +393,7 @@ NON_ROOT = textwrap.dedent("""
         out, _ = await run(PythonTool(timeout=2, isolation="bubblewrap"),
                            "import os; print(os.getuid())", syscalls, spinner, check)
         print("bwrap:", json.dumps(out))
-        _session._BWRAP_OK = False
+        _layout._BWRAP_OK = False
         for isolation in ("process", "auto"):
             try:
                 PythonTool(isolation=isolation).description()

@@ -106,9 +106,9 @@ async def test_process_mode_fallback_is_announced_and_still_blocks_sockets(tmp_p
 
 
 def test_auto_mode_warns_when_it_falls_back(monkeypatch):
-    from harmony_agent.tools.python import _session
+    from harmony_agent.tools.python import _layout
 
-    monkeypatch.setattr(_session, "_BWRAP_OK", False)
+    monkeypatch.setattr(_layout, "_BWRAP_OK", False)
     agent = Agent(
         tools=[PythonTool(timeout=5)],
         engine=ScriptedEngine(
