@@ -45,6 +45,8 @@ What it takes care of:
   llama-server's own converter once (a one-token ``json_schema`` request whose
   ``generation_settings`` return the grammar), so the grammar is what that server would build
   itself; see ``_llama_grammar`` for the header and the special tokens kept out of strings.
+  Until the header the sampled ids are exactly the unconstrained ones (same seed); after the
+  JSON the grammar lets any of the GGUF's end-of-generation ids end the answer.
 
 Timeouts: ``connect_timeout`` to open a connection, ``first_token_timeout`` until the first
 chunk, ``token_timeout`` between chunks. Failures before the first id (refused, reset, 503 while
@@ -361,12 +363,14 @@ class LlamaServerEngine(Engine):
             return None
         grammar = await self._json_grammar(request.output_schema)
         if prompt_in_final(request.prompt_ids):
-            return {"grammar": grammar}  # inside the final message already: JSON from here
-        return {
-            "grammar": final_answer_grammar(grammar),
-            "grammar_lazy": True,
-            "grammar_triggers": [{"type": _TRIGGER_PATTERN, "value": FINAL_TRIGGER}],
-        }
+            fields: dict[str, Any] = {"grammar": grammar}  # in the final message: JSON from here
+        else:
+            fields = {
+                "grammar": final_answer_grammar(grammar),
+                "grammar_lazy": True,
+                "grammar_triggers": [{"type": _TRIGGER_PATTERN, "value": FINAL_TRIGGER}],
+            }
+        return fields
 
     def _remember_slot(self, session_id: str | None, slot: Any) -> None:
         if not (self.slot_affinity and session_id and isinstance(slot, int) and slot >= 0):
