@@ -34,9 +34,10 @@ Structured final answers (``GenerationRequest.output_schema``, an agent's ``outp
 same lazy grammar as ``LlamaServerEngine`` — free sampling until a final-channel header, then
 the JSON of the schema (llama-cpp-python's ``json_schema_to_gbnf``), with Harmony's special
 tokens kept out of JSON strings — on llama.cpp's lazy grammar sampler; a prompt that already
-ends in the final header gets the JSON grammar from the first token. That converter leaves some keywords out (integer
-``minimum``/``maximum``): the grammar holds the structure, types and enums, and the agent's
-validation checks the rest (``LlamaServerEngine`` uses llama.cpp's full converter).
+ends in the final header gets the JSON grammar from the first token. That converter leaves
+some keywords out (integer ``minimum``/``maximum``): the grammar holds the structure, types
+and enums, and the agent's validation checks the rest (``LlamaServerEngine`` uses llama.cpp's
+full converter).
 """
 
 # llama-cpp-python is optional and installed in its own environment (make setup-llamacpp),

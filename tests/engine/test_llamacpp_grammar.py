@@ -1,12 +1,13 @@
 """Structured final answers on llama.cpp: a lazy grammar triggered by the final header.
 
-The live tests run a real llama-server on a tiny random gpt-oss GGUF made at test time with one
-planted chain, ``<|start|>assistant`` → ``<|channel|>final<|message|>`` (the model writes the
-final header by itself, also when a random ``<|channel|>`` comes up mid-analysis); everything
-else it writes is noise, so every valid answer is the grammar's doing. With the grammar the
-JSON validates on every seed, without it on none; before the header the ids are exactly the
-unconstrained ones. Marked ``llamacpp`` (``make test-llamacpp``). The stand-in tests at the
-end check the request bodies and the error paths, and run with the core suite.
+The live tests run a real llama-server and LlamaCppEngine (in process) on a tiny random
+gpt-oss GGUF made at test time with one planted chain, ``<|start|>assistant`` →
+``<|channel|>final<|message|>`` (the model writes the final header by itself, also when a
+random ``<|channel|>`` comes up mid-analysis); everything else it writes is noise, so every
+valid answer is the grammar's doing. With the grammar the JSON validates on every seed,
+without it on none; before the header the ids are exactly the unconstrained ones. Marked
+``llamacpp`` (``make test-llamacpp``). The stand-in tests at the end check the request bodies
+and the error paths, and run with the core suite.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from harmony_agent.errors import ConfigurationError, EngineError, EngineRequestE
 
 ENC = load_encoding()
 SEEDS = range(20)
-FREE_SEEDS = range(8)  # unconstrained runs go to max_tokens: fewer of them
+FREE_SEEDS = range(4)  # unconstrained runs go to max_tokens: fewer of them
 USER = "<|start|>user<|message|>Rate it.<|end|><|start|>assistant"
 IN_FINAL = USER + "<|channel|>final<|message|>"
 IN_ANALYSIS = USER + "<|channel|>analysis<|message|>"
@@ -165,7 +166,7 @@ async def test_grammar_holds_on_every_seed(engine, prompt, capsys):
     free, free_texts = await validity(engine, prompt, None, FREE_SEEDS, against=UNBOUNDED)
     name = type(engine).__name__
     with capsys.disabled():
-        print(f"\n{name} {prompt[-20:]!r}: valid {constrained}/20 with, {free}/8 without")
+        print(f"\n{name} {prompt[-20:]!r}: valid {constrained}/20 with, {free}/4 without")
     assert constrained == len(SEEDS), texts
     assert free == 0, free_texts
 
@@ -205,24 +206,31 @@ async def test_samples_freely_until_the_final_header(engine):
 @pytest.mark.anyio
 @pytest.mark.llamacpp
 @pytest.mark.slow
-async def test_special_tokens_stay_out_of_json_strings(server, server_url, local):
-    """llama.cpp matches a special token by its piece, which a JSON string takes: with
-    llama-server's plain ``json_schema`` grammar the random model writes ``<|channel|>`` and
-    friends inside the string; with ours it never does."""
+async def test_special_tokens_stay_out_of_json_strings(server_url, local):
+    """llama.cpp matches a special token by its piece, which a JSON string takes. With
+    ``<|end|>`` pushed up (logit bias), llama-server's plain ``json_schema`` grammar writes it
+    inside the string on every seed; ours never does, and the random model alone writes
+    none into a string in process either."""
+    push = {"logit_bias": [[200007, 100]]}  # <|end|>: ends the Harmony message if sampled
     plain = hardened = 0
-    async with httpx.AsyncClient(timeout=120) as client:
-        for seed in range(10):
-            body = {"prompt": ids(IN_FINAL), "n_predict": 48, "temperature": 1.0, "top_k": 0}
+    async with (
+        httpx.AsyncClient(timeout=120) as client,
+        LlamaServerEngine(server_url, extra_body=push) as pushed,
+    ):
+        for seed in range(3):
+            body = {"prompt": ids(IN_FINAL), "n_predict": 24, "temperature": 1.0, "top_k": 0}
             body.update({"top_p": 1.0, "min_p": 0.0, "seed": seed, "return_tokens": True})
             answer = await client.post(
-                server_url + "/completion", json={**body, "json_schema": NAME_SCHEMA}
+                server_url + "/completion", json={**body, **push, "json_schema": NAME_SCHEMA}
             )
-            plain += any(t >= 199998 for t in answer.json()["tokens"][:-1])
-            for ours in (server, local):
-                out = await sample(ours, IN_FINAL, seed, NAME_SCHEMA, max_tokens=48)
-                hardened += any(t >= 199998 for t in out[:-1])
-    print(f"special tokens inside the string: {plain}/10 plain json_schema, {hardened}/20 ours")
-    assert plain >= 1  # the premise: the server's own grammar lets them through
+            plain += 200007 in answer.json()["tokens"]
+            out = await sample(pushed, IN_FINAL, seed, NAME_SCHEMA, max_tokens=24)
+            hardened += any(t >= 199998 for t in out[:-1])
+    for seed in range(6):
+        out = await sample(local, IN_FINAL, seed, NAME_SCHEMA, max_tokens=40)
+        hardened += any(t >= 199998 for t in out[:-1])
+    print(f"special tokens inside the string: {plain}/3 plain json_schema, {hardened}/9 ours")
+    assert plain == 3  # the premise: the server's own grammar lets them through
     assert hardened == 0
 
 
