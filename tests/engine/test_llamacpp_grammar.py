@@ -281,6 +281,15 @@ async def test_agent_gets_a_validated_output(fresh):
     assert turn.output_ids[-1] in (200002, 200012)
 
 
+@pytest.mark.anyio
+@pytest.mark.llamacpp
+@pytest.mark.slow
+async def test_local_names_a_schema_it_cannot_convert(local):
+    schema = {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}
+    with pytest.raises(ConfigurationError, match=r"cannot turn the output schema.*missing"):
+        await sample(local, USER, 0, schema, max_tokens=4)
+
+
 # --- the grammar text and the request bodies (stand-in server; core suite) ---------------------
 
 CONVERTED = "\n".join(
@@ -309,6 +318,13 @@ def test_final_answer_grammar_renames_root_and_hardens_strings():
     char = next(line for line in lines if line.startswith("char ::="))
     assert "<]" in char and '"<"+ ([^' in char and "<|]" in char
     assert FINAL_TRIGGER.startswith("(?:<\\|channel\\|>final<\\|message\\|>|")
+
+
+def test_both_llama_cpp_engines_constrain_output():
+    from harmony_agent.engine import LlamaCppEngine
+
+    assert LlamaServerEngine("http://127.0.0.1:1").constrains_output
+    assert LlamaCppEngine("model.gguf").constrains_output  # nothing loaded yet
 
 
 def test_a_grammar_without_root_is_refused():
