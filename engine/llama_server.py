@@ -42,6 +42,16 @@ What it takes care of:
   without ``.gguf``, or its path. When the server has adapters, every request sends the scale
   of each (1 for the one asked for, 0 for the others), so a request without an adapter gets
   the base model whatever the server's global scales are.
+- **Structured final answers** (``GenerationRequest.output_schema``, an agent's
+  ``output_type``): a lazy grammar (``grammar_lazy`` + a ``grammar_triggers`` pattern) leaves
+  reasoning and tool calls free and holds the message after a final-channel header
+  (``final``, ``final json``, ``final <|constrain|>json``) to the schema; a prompt that already
+  ends in that header gets the JSON grammar from the first token. The schema goes through
+  llama-server's own converter once (a one-token ``json_schema`` request whose
+  ``generation_settings`` return the grammar), so the grammar is what that server would build
+  itself; see ``_llama_grammar`` for the header and the special tokens kept out of strings.
+  Until the header the sampled ids are exactly the unconstrained ones (same seed); after the
+  JSON the grammar lets any of the GGUF's end-of-generation ids end the answer.
 
 Timeouts: ``connect_timeout`` to open a connection, ``first_token_timeout`` until the first
 chunk, ``token_timeout`` between chunks. Failures before the first id (refused, reset, 503 while
@@ -64,7 +74,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import httpx
-from harmony_agent._tokens import CALL, ENDOFTEXT, RETURN
+from harmony_agent._tokens import CALL, ENDOFTEXT, RETURN, START
 from harmony_agent.errors import (
     ConfigurationError,
     ContextOverflowError,
@@ -74,6 +84,8 @@ from harmony_agent.errors import (
     EngineUnavailableError,
 )
 
+from ._llama_grammar import FINAL_TRIGGER, final_answer_grammar, harden_json_grammar
+from ._structured import FINAL_HEADERS, prompt_in_final
 from .base import Chunk, Engine, GenerationRequest, TokenUsage
 
 __all__ = ["LLAMA_STOP_TOKEN_IDS", "LlamaServerEngine"]
@@ -93,6 +105,9 @@ HARMONY_PROBE = "<|start|>assistant<|channel|>final<|message|>hi<|end|><|call|><
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_SESSIONS = 4096
 _MAX_GAP_BYTES = 64
+_MAX_GRAMMARS = 64
+#: llama.cpp's grammar trigger type for a regular expression searched in the generated text
+_TRIGGER_PATTERN = 2
 
 
 class _Retryable(Exception):
@@ -112,6 +127,9 @@ class _Gap(Exception):
 
 class LlamaServerEngine(Engine):
     """llama.cpp's ``llama-server`` through its native token-id ``/completion`` endpoint."""
+
+    #: a lazy grammar holds final-channel answers only, whatever the prompt
+    constrains_output = True
 
     def __init__(
         self,
@@ -170,6 +188,7 @@ class LlamaServerEngine(Engine):
         self._check_lock = anyio.Lock()
         self._checked = False
         self._slots: OrderedDict[str, int] = OrderedDict()  # session id -> id_slot
+        self._grammars: OrderedDict[str, str] = OrderedDict()  # schema -> its JSON grammar
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -306,7 +325,9 @@ class LlamaServerEngine(Engine):
             {"id": a["id"], "scale": 1.0 if a["id"] == chosen else 0.0} for a in self.lora_adapters
         ]
 
-    def _body(self, request: GenerationRequest, n_predict: int) -> dict[str, Any]:
+    def _body(
+        self, request: GenerationRequest, n_predict: int, grammar: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt": list(request.prompt_ids),
             "n_predict": n_predict,
@@ -327,7 +348,82 @@ class LlamaServerEngine(Engine):
         if lora is not None:
             body["lora"] = lora
         body.update(self.extra_body)
+        if grammar is not None:
+            body.update(grammar)
         return body
+
+    # --- structured final answers ----------------------------------------------------------
+
+    async def _json_grammar(self, schema: dict[str, Any]) -> str:
+        """The schema as llama-server's own converter writes it (GBNF), strings hardened.
+
+        llama-server has no conversion endpoint, but a request with ``json_schema`` reports
+        the grammar it built in ``generation_settings``: one single-token request per schema
+        (then cached)."""
+        key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        cached = self._grammars.get(key)
+        if cached is not None:
+            self._grammars.move_to_end(key)
+            return cached
+        url = f"{self.base_url}/completion"
+        body = {"prompt": [START], "n_predict": 0, "json_schema": schema, "cache_prompt": False}
+        client = await self._http()
+        try:
+            response = await client.post(url, json=body, headers=self._headers, timeout=60)
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(
+                f"cannot reach {url} to convert the output schema: {type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code == 400 and "json_schema" in response.text:
+            raise ConfigurationError(
+                f"llama-server cannot turn the output schema into a grammar: "
+                f"{_message(response.text)}. Simplify the output type (no '$ref' outside "
+                "'#/$defs', no unsupported keywords) or use a vLLM engine."
+            )
+        if response.status_code != 200:
+            error = self._status_error(
+                url, response.status_code, response.text, GenerationRequest([START], 1)
+            )
+            raise error
+        data = _json(response.text, self.base_url)
+        grammar = (data.get("generation_settings") or {}).get("grammar")
+        if not isinstance(grammar, str) or not grammar.strip():
+            raise EngineRequestError(
+                f"{self.base_url} did not report the grammar it built from the output schema "
+                "(no generation_settings.grammar): this llama-server is too old for "
+                "structured answers; update llama.cpp or drop the output type"
+            )
+        if grammar.startswith("%llguidance"):
+            raise EngineRequestError(
+                f"{self.base_url} was built with LLGuidance, whose schema grammars cannot be "
+                "triggered by the final-channel header here; use a llama-server built "
+                "without LLAMA_LLGUIDANCE or drop the output type"
+            )
+        try:
+            hardened = harden_json_grammar(grammar)
+        except ValueError as exc:
+            raise EngineRequestError(
+                f"{self.base_url} built an unexpected grammar from the output schema: {exc}"
+            ) from None
+        self._grammars[key] = hardened
+        while len(self._grammars) > _MAX_GRAMMARS:
+            self._grammars.popitem(last=False)
+        return hardened
+
+    async def _grammar_fields(self, request: GenerationRequest) -> dict[str, Any] | None:
+        """The body fields that hold the request's final answer to its output schema."""
+        if request.output_schema is None:
+            return None
+        grammar = await self._json_grammar(request.output_schema)
+        if prompt_in_final(request.prompt_ids):
+            fields: dict[str, Any] = {"grammar": grammar}  # in the final message: JSON from here
+        else:
+            fields = {
+                "grammar": final_answer_grammar(grammar),
+                "grammar_lazy": True,
+                "grammar_triggers": [{"type": _TRIGGER_PATTERN, "value": FINAL_TRIGGER}],
+            }
+        return fields
 
     def _remember_slot(self, session_id: str | None, slot: Any) -> None:
         if not (self.slot_affinity and session_id and isinstance(slot, int) and slot >= 0):
@@ -336,6 +432,30 @@ class LlamaServerEngine(Engine):
         self._slots.move_to_end(session_id)
         while len(self._slots) > _MAX_SESSIONS:
             self._slots.popitem(last=False)
+
+    async def _rest_grammar(
+        self, request: GenerationRequest, rest: GenerationRequest, received: list[int]
+    ) -> dict[str, Any] | None:
+        """The grammar of the request that samples the rest after a stream gap: the same one
+        while no final header has begun, the JSON alone right after one, and none possible
+        inside the answer (a grammar cannot start in the middle of the JSON)."""
+        if request.output_schema is None:
+            return None
+        if prompt_in_final(rest.prompt_ids):
+            return await self._grammar_fields(rest)
+        from harmony_agent._encoding import load_encoding
+
+        text = load_encoding().decode(received)
+        started = prompt_in_final(request.prompt_ids) or any(h in text for h in FINAL_HEADERS)
+        split = any(text.endswith(h[:i]) for h in FINAL_HEADERS for i in range(1, len(h)))
+        if started or split:
+            raise EngineError(
+                "llama-server did not stream some sampled token ids (an incomplete UTF-8 "
+                "character) inside a structured final answer, and its grammar cannot resume "
+                "in the middle of the answer; use LlamaServerEngine(stream=False) for "
+                "structured answers with such characters"
+            )
+        return await self._grammar_fields(rest)
 
     # --- the contract ----------------------------------------------------------------------
 
@@ -350,10 +470,12 @@ class LlamaServerEngine(Engine):
             )
         if request.constraint is not None:
             raise EngineRequestError(
-                "structured-output constraints are not supported by LlamaServerEngine; "
-                "drop the constraint (output_type) or use a vLLM engine"
+                "raw structured-output constraints are not supported by LlamaServerEngine; "
+                "drop the constraint, or give the agent an output_type (which this engine "
+                "holds to its schema with a lazy grammar)"
             )
         await self._check()
+        grammar = await self._grammar_fields(request)
         n_predict = request.max_tokens
         if self.context_window is not None:
             room = self.context_window - len(request.prompt_ids)
@@ -366,7 +488,7 @@ class LlamaServerEngine(Engine):
             n_predict = min(n_predict, room)
         attempt = 0
         while True:
-            body = self._body(request, n_predict)
+            body = self._body(request, n_predict, grammar)
             received: list[int] = []  # the ids yielded so far
             try:
                 async with aclosing(self._attempt(body, request, received, self.stream)) as chunks:
@@ -400,10 +522,11 @@ class LlamaServerEngine(Engine):
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,
+            output_schema=request.output_schema,
             session_id=request.session_id,
             adapter=request.adapter,
         )
-        body = self._body(rest, rest.max_tokens)
+        body = self._body(rest, rest.max_tokens, await self._rest_grammar(request, rest, received))
         body["stream"] = False
         try:
             async with aclosing(self._attempt(body, request, list(received), False)) as chunks:

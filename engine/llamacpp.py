@@ -29,6 +29,15 @@ How it behaves:
 
 Sampling: temperature 1.0 unless the request sets one (0 is greedy), top_p 1.0, top_k 0,
 min_p 0, repeat_penalty 1.0 — gpt-oss's recommendation — overridable with ``sampling=``.
+
+Structured final answers (``GenerationRequest.output_schema``, an agent's ``output_type``): the
+same lazy grammar as ``LlamaServerEngine`` — free sampling until a final-channel header, then
+the JSON of the schema (llama-cpp-python's ``json_schema_to_gbnf``), with Harmony's special
+tokens kept out of JSON strings — on llama.cpp's lazy grammar sampler; a prompt that already
+ends in the final header gets the JSON grammar from the first token. That converter leaves
+some keywords out (integer ``minimum``/``maximum``): the grammar holds the structure, types
+and enums, and the agent's validation checks the rest (``LlamaServerEngine`` uses llama.cpp's
+full converter).
 """
 
 # llama-cpp-python is optional and installed in its own environment (make setup-llamacpp),
@@ -37,6 +46,8 @@ min_p 0, repeat_penalty 1.0 — gpt-oss's recommendation — overridable with ``
 
 from __future__ import annotations
 
+import functools
+import json
 import secrets
 from collections.abc import AsyncGenerator, Generator
 from pathlib import Path
@@ -52,6 +63,8 @@ from harmony_agent.errors import (
     EngineUnavailableError,
 )
 
+from ._llama_grammar import FINAL_TRIGGER, final_answer_grammar, harden_json_grammar
+from ._structured import prompt_in_final
 from .base import Chunk, Engine, GenerationRequest, TokenUsage
 from .llama_server import GPT_OSS_SAMPLING, HARMONY_PROBE, LLAMA_STOP_TOKEN_IDS
 
@@ -72,6 +85,9 @@ def _import_llama() -> Any:
 
 class LlamaCppEngine(Engine):
     """A gpt-oss GGUF loaded in this process with llama-cpp-python."""
+
+    #: a lazy grammar holds final-channel answers only, whatever the prompt
+    constrains_output = True
 
     def __init__(
         self,
@@ -166,8 +182,9 @@ class LlamaCppEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if request.constraint is not None:
             raise EngineRequestError(
-                "structured-output constraints are not supported by LlamaCppEngine; drop the "
-                "constraint (output_type) or use a vLLM engine"
+                "raw structured-output constraints are not supported by LlamaCppEngine; drop "
+                "the constraint, or give the agent an output_type (which this engine holds to "
+                "its schema with a lazy grammar)"
             )
         if request.adapter is not None:
             raise EngineRequestError(
@@ -176,6 +193,8 @@ class LlamaCppEngine(Engine):
                 "(llama-server -m MODEL.gguf --lora ADAPTER.gguf, then LlamaServerEngine) or "
                 "merge it into the GGUF"
             )
+        if request.output_schema is not None:
+            await anyio.to_thread.run_sync(_json_grammar, _schema_key(request.output_schema))
         prompt = [int(t) for t in request.prompt_ids]
         if not prompt:
             raise EngineRequestError("the prompt is empty; an engine request needs prompt ids")
@@ -245,7 +264,20 @@ class LlamaCppEngine(Engine):
         self, llm: Any, request: GenerationRequest, prompt: list[int]
     ) -> tuple[Generator[int, None, None], int | None]:
         tokens = self._sampler(llm, request, prompt)
-        return tokens, _next_token(tokens)
+        if request.output_schema is None:
+            return tokens, _next_token(tokens)
+        # llama-cpp-python's generate() builds its sampler chain on the first next() and
+        # takes no lazy grammar: for that one call it gets the chain with one
+        json_grammar = _json_grammar(_schema_key(request.output_schema))
+        if prompt_in_final(prompt):
+            grammar, triggers = json_grammar, None
+        else:
+            grammar, triggers = final_answer_grammar(json_grammar), [FINAL_TRIGGER]
+        llm._init_sampler = functools.partial(_grammar_chain, llm, grammar, triggers)
+        try:
+            return tokens, _next_token(tokens)
+        finally:
+            del llm._init_sampler  # back to the class's own
 
     def _rewind(self, llm: Any, prompt: list[int]) -> int:
         """Keep the longest usable prefix of the context for ``prompt``; return its length.
@@ -296,3 +328,59 @@ class LlamaCppEngine(Engine):
 
 def _next_token(tokens: Generator[int, None, None]) -> int | None:
     return next(tokens, None)
+
+
+def _schema_key(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=64)
+def _json_grammar(schema: str) -> str:
+    """The schema (canonical JSON text) as a hardened GBNF grammar, converted once."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return harden_json_grammar(json_schema_to_gbnf(schema))
+    except Exception as exc:  # the converter raises plain ValueError/KeyError/...
+        raise ConfigurationError(
+            f"llama-cpp-python cannot turn the output schema into a grammar: "
+            f"{type(exc).__name__}: {exc}. Simplify the output type (no '$ref' outside "
+            "'#/$defs', no unsupported keywords) or use a vLLM engine."
+        ) from None
+
+
+def _grammar_chain(llm: Any, text: str, triggers: list[str] | None, **settings: Any) -> Any:
+    """llama-cpp-python's sampler chain (``Llama._init_sampler`` without mirostat or logits
+    processors) with the grammar ``text``, lazy when ``triggers`` are given, in the grammar's
+    place (``settings`` are ``_init_sampler``'s own arguments, its grammar None).
+    Until a trigger fires the lazy grammar leaves the logits alone, so the ids are exactly
+    the unconstrained ones."""
+    llama_cpp = _import_llama()
+    from llama_cpp import _internals
+
+    sampler = _internals.LlamaSampler()
+    sampler.add_penalties(
+        n_vocab=llm._n_vocab,
+        penalty_last_n=llm.last_n_tokens_size,
+        penalty_repeat=settings["repeat_penalty"],
+        penalty_freq=settings["frequency_penalty"],
+        penalty_present=settings["presence_penalty"],
+    )
+    parsed = llama_cpp.LlamaGrammar.from_string(text)
+    if triggers:
+        sampler.add_grammar_lazy_patterns(llm._model, parsed, triggers, [])
+    else:
+        sampler.add_grammar(llm._model, parsed)
+    temp = settings["temp"]
+    if temp < 0.0:
+        sampler.add_dist(llm._seed)
+    elif temp == 0.0:
+        sampler.add_greedy()
+    else:
+        sampler.add_top_k(settings["top_k"])
+        sampler.add_typical(settings["typical_p"], 1)
+        sampler.add_top_p(settings["top_p"], 1)
+        sampler.add_min_p(settings["min_p"], 1)
+        sampler.add_temp(temp)
+        sampler.add_dist(llm._seed)
+    return sampler
