@@ -35,7 +35,7 @@ from openai_harmony import Message, Role, StreamableParser
 
 from ._encoding import encode_text, third_party_error
 from ._registry import NOT_A_TOOL
-from ._tokens import CALL, CHANNEL, END, MESSAGE, RETURN, START, VOCAB_SIZE
+from ._tokens import CALL, CHANNEL, END, ENDOFTEXT, MESSAGE, RETURN, START, VOCAB_SIZE
 
 __all__ = ["Delta", "Header", "MessageStart", "TurnParser", "parse_header"]
 
@@ -258,6 +258,10 @@ class TurnParser:
                 self._content(t, out)
 
     def _step(self, token: int, out: list[MessageStart | Delta]) -> None:
+        if token == ENDOFTEXT:
+            # the model's end of sequence (an end-of-generation id of gpt-oss GGUFs, which
+            # llama.cpp stops on): it ends the open message and the turn, as <|return|> does
+            token = RETURN
         state = self._state
         if state == _CONTENT:
             self._content(token, out)

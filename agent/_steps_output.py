@@ -11,7 +11,7 @@ from openai_harmony import Message, Role
 from . import _harmony as hm
 from ._output import repair_message
 from ._steps_base import RunCore, Steps
-from ._tokens import END, RETURN
+from ._tokens import END, ENDOFTEXT, RETURN
 from ._turn import Finish, RepairOutput, Resample, Sampled, final_text
 from .errors import OutputValidationError, ToolErrorBudgetError
 from .events import RunFinished, WarningEvent
@@ -72,7 +72,7 @@ class OutputSteps(RunCore):
                 f"the answer does not match {spec.name} at {error.where}: {error.reason} "
                 f"(after {self.output_repairs} repair turns). Raise output_retries, make the "
                 "instructions say what each field holds, or use an engine that constrains "
-                "decoding (VLLMEngine, a vLLM server).",
+                "decoding (vLLM, SGLang, llama-server, LlamaCppEngine).",
                 result=self._result(sampled, step.text, None),
                 where=error.where,
                 reason=error.reason,
@@ -90,7 +90,7 @@ class OutputSteps(RunCore):
         self.messages.append(Message.from_role_and_content(Role.USER, text))
         # a finished answer is stored with <|end|>, as harmony renders it in a conversation
         output = list(sampled.output)
-        if output and output[-1] == RETURN:
+        if output and output[-1] in (RETURN, ENDOFTEXT):
             output[-1] = END
         appended = [
             *hm.render_user(self.agent.encoding, text),

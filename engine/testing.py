@@ -38,7 +38,7 @@ import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 import anyio
-from harmony_agent._tokens import START, VOCAB_SIZE
+from harmony_agent._tokens import ENDOFTEXT, START, VOCAB_SIZE
 from harmony_agent.errors import ConfigurationError, ScriptExhaustedError
 
 from .base import Chunk, Engine, GenerationRequest, TokenUsage
@@ -130,8 +130,10 @@ class _StreamingDouble(Engine):
         cached = self._cached(prompt)
         self.requests.append(prompt)
         self.generation_requests.append(request)
-        # Stop at the first stop token, as an engine with stop_token_ids would.
-        stop_at = next((i for i, t in enumerate(ids) if t in request.stop_token_ids), None)
+        # Stop at the first stop token, as an engine with stop_token_ids would, or at the
+        # model's end of sequence, where every engine stops (gpt-oss's <|endoftext|>).
+        stops = {*request.stop_token_ids, ENDOFTEXT}
+        stop_at = next((i for i, t in enumerate(ids) if t in stops), None)
         if stop_at is not None:
             ids = ids[: stop_at + 1]
         finish = "stop" if stop_at is not None else "length"
@@ -161,8 +163,8 @@ class _StreamingDouble(Engine):
 class ScriptedEngine(_StreamingDouble):
     """Replies, in order, from a list of raw Harmony completions (text or token ids).
 
-    A reply that ends without ``<|call|>``/``<|return|>`` finishes with ``"length"``, like a
-    model cut off by ``max_tokens``. Asking for more replies than given raises
+    A reply that ends without ``<|call|>``/``<|return|>`` (or the model's end of sequence,
+    ``<|endoftext|>``) finishes with ``"length"``, like a model cut off by ``max_tokens``. Asking for more replies than given raises
     :class:`~harmony_agent.errors.ScriptExhaustedError`.
     """
 

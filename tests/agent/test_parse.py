@@ -228,6 +228,25 @@ def test_a_complete_call_is_kept_and_run(reply, chunk):
 
 
 @STREAMS
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "<|channel|>final<|message|>The answer is 5.<|endoftext|>",
+        "<|channel|>final<|message|>The answer is 5.<|end|><|endoftext|>",
+        AFTER_ANALYSIS
+        + "<|start|>assistant<|channel|>final<|message|>The answer is 5.<|endoftext|>",
+    ],
+    ids=["after-content", "after-end", "after-analysis"],
+)
+def test_endoftext_ends_the_answer_as_return_does(reply, chunk):
+    # <|endoftext|> is an end-of-generation id of gpt-oss GGUFs (llama.cpp stops on it): the
+    # message it ends is whole, with no stray special token in the answer's text
+    result, engine, warnings, _ = run([reply], chunk)
+    assert result.final_text == "The answer is 5."
+    assert len(engine.requests) == 1 and warnings == []
+
+
+@STREAMS
 def test_nothing_usable_is_sampled_again(chunk):
     broken = AFTER_ANALYSIS + "<|start|>assistant<|channel|><|message|>junk<|return|>"
     result, engine, warnings, _ = run([broken, FINAL], chunk)

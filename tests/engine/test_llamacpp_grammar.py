@@ -21,6 +21,7 @@ import pydantic
 import pytest
 from harmony_agent import Agent
 from harmony_agent._encoding import load_encoding
+from harmony_agent._tokens import MODEL_STOP_TOKEN_IDS
 from harmony_agent.engine import GenerationRequest, LlamaServerEngine
 from harmony_agent.engine._llama_grammar import (
     FINAL_TRIGGER,
@@ -265,8 +266,8 @@ async def fresh(request, final_gguf):
 async def test_agent_gets_a_validated_output(fresh):
     """One agent run: the planted header, then the grammar's JSON. After the JSON the grammar
     lets each of the GGUF's end-of-generation ids through and the random model picks one at
-    random; the agent reads no answer ended by ``<|endoftext|>`` (about half of the seeds), so
-    the seed is one whose answer ends in ``<|return|>`` or ``<|call|>`` on both engines."""
+    random; the agent reads an answer ended by ``<|endoftext|>`` as one ended by
+    ``<|return|>``."""
     agent = Agent("Rate what the user says.", engine=fresh, temperature=1.0, seed=4)
     events = []
     result = await agent.run("Rate it.", output_type=Review, on_event=events.append)
@@ -278,7 +279,7 @@ async def test_agent_gets_a_validated_output(fresh):
     assert Review.model_validate_json(result.final_text) == result.output
     turn = next(e for e in events if e.type == "turn_finished")
     assert turn.output_ids[:3] == tuple(ids("<|channel|>final<|message|>"))
-    assert turn.output_ids[-1] in (200002, 200012)
+    assert turn.output_ids[-1] in MODEL_STOP_TOKEN_IDS  # <|return|>, <|call|>, <|endoftext|>
 
 
 @pytest.mark.anyio
@@ -348,6 +349,8 @@ class GrammarStandIn:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/props":
             return httpx.Response(200, json={"total_slots": 1, "default_generation_settings": {}})
+        if request.url.path == "/lora-adapters":
+            return httpx.Response(200, json=[])  # started without --lora
         body = json.loads(request.content)
         if "json_schema" in body:
             self.probes.append(body)
