@@ -16,7 +16,6 @@ import json
 from typing import Literal
 
 import httpx
-import jsonschema
 import pydantic
 import pytest
 from harmony_agent import Agent
@@ -31,22 +30,12 @@ from harmony_agent.engine._llama_grammar import (
 )
 from harmony_agent.errors import ConfigurationError, EngineError, EngineRequestError
 
+from .structured_checks import IN_FINAL, SCHEMA, USER, final_json, valid
+
 ENC = load_encoding()
 SEEDS = range(20)
 FREE_SEEDS = range(4)  # unconstrained runs go to max_tokens: fewer of them
-USER = "<|start|>user<|message|>Rate it.<|end|><|start|>assistant"
-IN_FINAL = USER + "<|channel|>final<|message|>"
 IN_ANALYSIS = USER + "<|channel|>analysis<|message|>"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "verdict": {"enum": ["good", "bad"]},
-        "score": {"type": "integer", "minimum": 0, "maximum": 9},
-        "ok": {"type": "boolean"},
-    },
-    "required": ["verdict", "score", "ok"],
-    "additionalProperties": False,
-}
 NAME_SCHEMA = {
     "type": "object",
     "properties": {"name": {"type": "string"}},
@@ -60,31 +49,10 @@ UNBOUNDED = {
     "properties": {**SCHEMA["properties"], "score": {"type": "integer"}},
 }
 MAX_TOKENS = 96
-STOPS = ("<|return|>", "<|call|>", "<|endoftext|>")
 
 
 def ids(text: str) -> list[int]:
     return ENC.encode(text, allowed_special="all")
-
-
-def final_json(text: str) -> str | None:
-    """The final message's text of a sampled turn (None when there is none)."""
-    if "<|channel|>final" not in text or "<|message|>" not in text:
-        return None
-    body = text.split("<|channel|>final", 1)[1].split("<|message|>", 1)[1]
-    for stop in STOPS:  # once the JSON is complete the grammar allows only these
-        body = body.removesuffix(stop)
-    return body
-
-
-def valid(body: str | None, schema=SCHEMA) -> bool:
-    if body is None:
-        return False
-    try:
-        jsonschema.validate(json.loads(body), schema)
-    except (ValueError, jsonschema.ValidationError):
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")

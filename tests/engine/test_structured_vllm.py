@@ -10,16 +10,15 @@ Runs in the vLLM environment: ``make test-vllm``.
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
-import jsonschema
 import pydantic
 import pytest
 from harmony_agent import Agent
 from harmony_agent._encoding import load_encoding
 from harmony_agent.engine import GenerationRequest, OpenAICompatibleEngine
 
+from .structured_checks import IN_FINAL, SCHEMA, USER, final_json, valid
 from .tiny_gptoss import ASSISTANT, build, write_tokenizer
 from .vllm_server import CPU_ARGS, vllm_server
 
@@ -35,45 +34,11 @@ pytestmark = [
 ]
 ENC = load_encoding()
 SEEDS = range(20)
-USER = "<|start|>user<|message|>Rate it.<|end|><|start|>assistant"
-IN_FINAL = USER + "<|channel|>final<|message|>"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "verdict": {"enum": ["good", "bad"]},
-        "score": {"type": "integer", "minimum": 0, "maximum": 9},
-        "ok": {"type": "boolean"},
-    },
-    "required": ["verdict", "score", "ok"],
-    "additionalProperties": False,
-}
 MAX_TOKENS = 96
 
 
 def ids(text: str) -> list[int]:
     return ENC.encode(text, allowed_special="all")
-
-
-def final_json(text: str) -> str | None:
-    """The final message's text of a sampled turn (None when there is none)."""
-    if "<|channel|>final" not in text:
-        return None
-    body = text.split("<|message|>", 1)[1] if "<|message|>" in text else ""
-    # once the JSON is complete the grammar allows only stop ids: the request's and the
-    # model's own end-of-text, which vLLM stops on as well
-    for stop in ("<|return|>", "<|call|>", "<|endoftext|>"):
-        body = body.removesuffix(stop)
-    return body
-
-
-def valid(body: str | None) -> bool:
-    if body is None:
-        return False
-    try:
-        jsonschema.validate(json.loads(body), SCHEMA)
-    except (ValueError, jsonschema.ValidationError):
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
